@@ -1,0 +1,125 @@
+//! JSON Web Key (RFC 7517/7518) and JWK Set types shared by the daemon and the verifier.
+//!
+//! Only public members are modelled on [`Jwk`]: a key with private members is a
+//! different type on the daemon side, so a private parameter cannot end up in a
+//! published set by accident.
+
+use serde::{Deserialize, Serialize};
+
+/// A public JSON Web Key as jwkd publishes it.
+///
+/// The key-type specific members are flattened from [`JwkParams`], so the JSON is
+/// the usual flat object: `{"kty":"EC","crv":"P-256","x":..,"y":..,"kid":..}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    /// Key type specific public parameters (`kty` and the members it implies).
+    #[serde(flatten)]
+    pub params: JwkParams,
+    /// Key identifier: the RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    /// The JWS algorithm this key is used with (`ES256`, `ES384`, `EdDSA`, `RS256`).
+    pub alg: String,
+    /// Intended use; jwkd publishes `sig` only.
+    #[serde(rename = "use")]
+    pub use_: String,
+    /// Certificate chain (base64 DER, not base64url), leaf first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x5c: Option<Vec<String>>,
+    /// SHA-256 thumbprint of the DER certificate, base64url.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+/// The public parameters of a key, tagged by `kty`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kty")]
+pub enum JwkParams {
+    /// Elliptic curve key (RFC 7518 §6.2).
+    #[serde(rename = "EC")]
+    Ec {
+        /// Curve name: `P-256` or `P-384`.
+        crv: String,
+        /// X coordinate, base64url, fixed length for the curve.
+        x: String,
+        /// Y coordinate, base64url, fixed length for the curve.
+        y: String,
+    },
+    /// Octet key pair (RFC 8037), used for Ed25519.
+    #[serde(rename = "OKP")]
+    Okp {
+        /// Curve name: `Ed25519`.
+        crv: String,
+        /// The public key, base64url.
+        x: String,
+    },
+    /// RSA key (RFC 7518 §6.3).
+    #[serde(rename = "RSA")]
+    Rsa {
+        /// Modulus, base64url big-endian without leading zeros.
+        n: String,
+        /// Public exponent, base64url big-endian without leading zeros.
+        e: String,
+    },
+}
+
+impl JwkParams {
+    /// The RFC 7638 canonical JSON of the required public members, in
+    /// lexicographic order with no whitespace: the input of the thumbprint.
+    pub fn thumbprint_input(&self) -> String {
+        // The members are base64url or fixed names, so they never need JSON
+        // escaping; serde_json would still be correct but this keeps the order explicit.
+        match self {
+            JwkParams::Ec { crv, x, y } => {
+                format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#)
+            }
+            JwkParams::Okp { crv, x } => format!(r#"{{"crv":"{crv}","kty":"OKP","x":"{x}"}}"#),
+            JwkParams::Rsa { n, e } => format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#),
+        }
+    }
+}
+
+/// A JWK Set document (RFC 7517 §5).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JwkSet {
+    /// The keys, in the publisher's order.
+    pub keys: Vec<Jwk>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ec_key_round_trips_as_flat_json() {
+        let jwk = Jwk {
+            params: JwkParams::Ec {
+                crv: "P-256".into(),
+                x: "xx".into(),
+                y: "yy".into(),
+            },
+            kid: "k".into(),
+            alg: "ES256".into(),
+            use_: "sig".into(),
+            x5c: None,
+            x5t_s256: None,
+        };
+        let text = serde_json::to_string(&jwk).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kty":"EC","crv":"P-256","x":"xx","y":"yy","kid":"k","alg":"ES256","use":"sig"}"#
+        );
+        assert_eq!(serde_json::from_str::<Jwk>(&text).unwrap(), jwk);
+    }
+
+    #[test]
+    fn thumbprint_input_matches_rfc7638_example_shape() {
+        let params = JwkParams::Rsa {
+            n: "0vx7".into(),
+            e: "AQAB".into(),
+        };
+        assert_eq!(
+            params.thumbprint_input(),
+            r#"{"e":"AQAB","kty":"RSA","n":"0vx7"}"#
+        );
+    }
+}

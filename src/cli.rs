@@ -1,0 +1,52 @@
+//! The command line (CONTRACT §2), one variant per verb.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// jwkd: JWT signing-key management and rotation daemon.
+#[derive(Debug, Parser)]
+#[command(name = "jwkd", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--config PATH`, shared by the verbs that read the config.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Config file; defaults to $JWKD_CONFIG, then /etc/jwkd/jwkd.toml.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Serve(ConfigArg),
+    /// Validate the config and print the effective timeline.
+    CheckConfig(ConfigArg),
+    /// List keys with their state and times.
+    Keys {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate now: the next key becomes current as soon as it is safe, and a new next key is made.
+    Rotate(ConfigArg),
+    /// Emergency: withdraw a key from the JWKS at once.
+    Revoke {
+        /// The key to withdraw.
+        kid: String,
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Read a client secret on stdin and print the hash to put in the config.
+    HashSecret,
+}

@@ -1,0 +1,274 @@
+//! What each verb does. Functions return `anyhow::Result`; `main` turns errors
+//! into one line on stderr and an exit code.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::{Cli, Command};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Backend, Config, ConfigError, Environment, format_duration};
+use crate::rotator::{Event, Operation, Planner, Rotator, update_store};
+use crate::state::Shared;
+use crate::store::{self, KeyStore, Snapshot};
+use crate::timeline::{self, Change};
+
+/// How long in-flight work may take after SIGTERM before the process exits anyway.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs the verb `cli` names.
+///
+/// # Errors
+/// Whatever the verb failed with; [`ConfigError`] in the chain means exit code 2.
+pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(arg) => serve(&load_config(env, arg.config.as_deref())?).await,
+        Command::CheckConfig(arg) => check_config(&load_config(env, arg.config.as_deref())?).await,
+        Command::Keys { config, json } => {
+            keys(&load_config(env, config.config.as_deref())?, json).await
+        }
+        Command::Rotate(arg) => {
+            change(&load_config(env, arg.config.as_deref())?, Operation::Rotate).await
+        }
+        Command::Revoke { kid, config } => {
+            change(
+                &load_config(env, config.config.as_deref())?,
+                Operation::Revoke(kid),
+            )
+            .await
+        }
+        Command::HashSecret => hash_secret(),
+    }
+}
+
+fn load_config(env: &Environment, flag: Option<&Path>) -> Result<Config, ConfigError> {
+    let path = env.resolve_config_path(flag);
+    Config::load(&path)
+}
+
+/// Opens the store and reads it: an unreadable store is a config error (§3).
+async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), ConfigError> {
+    let key = match config.store.backend {
+        Backend::File { .. } => "store.path",
+        Backend::AwsSecretsManager { .. } => "store.secret_id",
+    };
+    let store = store::open(&config.store)
+        .map_err(|err| ConfigError::one(&config.file, key, err.to_string()))?;
+    let snapshot = store
+        .load()
+        .await
+        .map_err(|err| ConfigError::one(&config.file, key, err.to_string()))?;
+    Ok((store, snapshot))
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let (store, snapshot) = open_store(config).await?;
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let address = listener
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let shared = Arc::new(Shared::new(config.clone()));
+    let mut rotator = Rotator::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&shared));
+    rotator.prime(snapshot, clock.now());
+    // The first pass makes the first keys if needed, so the JWKS is there when we say ready.
+    let first_sleep = rotator.tick().await;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let (events, events_rx) = mpsc::channel::<Event>(16);
+    let (reload, mut reload_rx) = mpsc::channel::<()>(1);
+    tracker.spawn(crate::http::serve(
+        listener,
+        crate::http::routes(Arc::clone(&shared)),
+        shutdown.clone().cancelled_owned(),
+    ));
+    tracker.spawn(rotator.run_loop_after(first_sleep, events_rx, shutdown.clone()));
+    tracker.spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            if let Err(err) = crate::runtime::signals(shutdown.clone(), reload).await {
+                tracing::error!(%err, "cannot install signal handlers; shutting down");
+                shutdown.cancel();
+            }
+        }
+    });
+    let config_file = config.file.clone();
+    tracker.spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    Some(()) = reload_rx.recv() => {
+                        match Config::load(&config_file) {
+                            Ok(config) => {
+                                if events.send(Event::Reload(Box::new(config))).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(err) => tracing::error!("reload refused, keeping the running config: {err}"),
+                        }
+                    }
+                }
+            }
+        }
+    });
+    tracker.close();
+
+    tracing::info!("listening on http://{address}");
+    let status = current_status(&shared, clock.now());
+    crate::runtime::notify_ready(&status);
+
+    shutdown.cancelled().await;
+    crate::runtime::notify_stopping();
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown deadline passed with work in flight");
+    }
+    Ok(())
+}
+
+fn current_status(shared: &Shared, now: DateTime<Utc>) -> String {
+    let view = shared.view.load();
+    let config = shared.config.load();
+    let current: Vec<String> = config
+        .keys
+        .algorithms
+        .iter()
+        .filter_map(|alg| timeline::current_at(&view.keyset, *alg, now))
+        .map(|key| format!("{} {}", key.alg, key.kid))
+        .collect();
+    format!("serving; current keys: {}", current.join(", "))
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+async fn check_config(config: &Config) -> anyhow::Result<()> {
+    let (store, snapshot) = open_store(config).await?;
+    let now = Utc::now();
+    let keys = &config.keys;
+    let lead = keys.jwks_max_age + keys.clock_skew;
+    let retention = keys.max_token_lifetime + keys.clock_skew;
+    println!("config {}: ok", config.file.display());
+    println!(
+        "store: {} ({} keys)",
+        store.location(),
+        snapshot.keyset.keys.len()
+    );
+    println!("schedule: {} (UTC)", keys.rotation_schedule);
+    println!(
+        "lead: jwks_max_age {} + clock_skew {} = {}: each key is published this long before it signs",
+        format_duration(keys.jwks_max_age),
+        format_duration(keys.clock_skew),
+        format_duration(lead)
+    );
+    println!(
+        "retention: max_token_lifetime {} + clock_skew {} = {}: each key stays published this long after it stops signing",
+        format_duration(keys.max_token_lifetime),
+        format_duration(keys.clock_skew),
+        format_duration(retention)
+    );
+    let fires = keys.rotation_schedule.upcoming(now, 3);
+    for (family_idx, alg) in keys.algorithms.iter().enumerate() {
+        let default = if family_idx == 0 { " (default)" } else { "" };
+        println!("{alg}{default}:");
+        match timeline::current_at(&snapshot.keyset, *alg, now) {
+            Some(key) => println!("  current key {}", key.kid),
+            None => println!("  no current key yet: `jwkd serve` makes one"),
+        }
+        for fire in &fires {
+            let retired_until = *fire + chrono::Duration::from_std(retention).unwrap_or_default();
+            println!(
+                "  rotation at {}: the key it retires stays published until {}",
+                time(*fire),
+                time(retired_until)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn keys(config: &Config, json: bool) -> anyhow::Result<()> {
+    let (_store, snapshot) = open_store(config).await?;
+    let now = Utc::now();
+    if json {
+        let rows: Vec<serde_json::Value> = snapshot
+            .keyset
+            .keys
+            .iter()
+            .map(|key| {
+                let at = |t: Option<DateTime<Utc>>| t.map(time);
+                serde_json::json!({
+                    "kid": key.kid,
+                    "alg": key.alg.name(),
+                    "state": timeline::state_at(key, now).name(),
+                    "created_at": time(key.created_at),
+                    "activates_at": time(key.activates_at),
+                    "deactivates_at": at(key.deactivates_at),
+                    "expires_at": at(key.expires_at),
+                    "revoked_at": at(key.revoked_at),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", timeline::render_table(&snapshot.keyset, now));
+    }
+    Ok(())
+}
+
+async fn change(config: &Config, operation: Operation) -> anyhow::Result<()> {
+    let (store, snapshot) = open_store(config).await?;
+    let planner = Planner::new(config);
+    let (_, changes) = update_store(
+        store.as_ref(),
+        &planner,
+        &SystemClock,
+        &operation,
+        Some(snapshot),
+    )
+    .await
+    .with_context(|| match &operation {
+        Operation::Revoke(kid) => format!("cannot revoke {kid}"),
+        _ => "cannot rotate".to_owned(),
+    })?;
+    for change in &changes {
+        println!("{change}");
+    }
+    if changes
+        .iter()
+        .any(|change| matches!(change, Change::Promoted { .. } | Change::Revoked { .. }))
+    {
+        println!(
+            "a running jwkd serves this within store.refresh_interval ({})",
+            format_duration(config.store.refresh_interval)
+        );
+    }
+    Ok(())
+}
+
+fn hash_secret() -> anyhow::Result<()> {
+    let mut secret = String::new();
+    std::io::stdin()
+        .read_to_string(&mut secret)
+        .context("cannot read the secret from stdin")?;
+    let secret = secret.strip_suffix('\n').unwrap_or(&secret);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    let hash = crate::auth::hash_secret(secret).map_err(anyhow::Error::msg)?;
+    println!("{hash}");
+    Ok(())
+}

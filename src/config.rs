@@ -1,0 +1,960 @@
+//! The config file (CONTRACT §3): TOML in, a validated [`Config`] out.
+//!
+//! Two stages: the TOML is read into a table, then [`Reader`] walks it key by key,
+//! converting and checking as it goes and collecting *every* problem with its
+//! dotted key before reporting, so an operator fixes a file in one pass.
+//! `check-config` and `serve` run exactly this path. The process environment is
+//! read in one place only, [`Environment::from_process`].
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::keys::Algorithm;
+use crate::schedule::Schedule;
+use crate::timeline::Policy;
+
+/// The config file used when neither `--config` nor `JWKD_CONFIG` names one.
+pub const DEFAULT_PATH: &str = "/etc/jwkd/jwkd.toml";
+
+/// The annotated reference config, which is also the source of every default.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/jwkd.toml");
+
+/// The environment variables jwkd reads, captured once at start.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    /// `JWKD_CONFIG`: the config path when `--config` is not given.
+    pub config_path: Option<PathBuf>,
+    /// `JWKD_LOG`: the log filter, in tracing's `EnvFilter` syntax.
+    pub log_filter: Option<String>,
+}
+
+impl Environment {
+    /// Reads the process environment. No other function in jwkd does.
+    pub fn from_process() -> Environment {
+        Environment {
+            config_path: std::env::var_os("JWKD_CONFIG")
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from),
+            log_filter: std::env::var("JWKD_LOG")
+                .ok()
+                .filter(|value| !value.is_empty()),
+        }
+    }
+
+    /// The config path: `--config`, then `JWKD_CONFIG`, then [`DEFAULT_PATH`].
+    pub fn resolve_config_path(&self, flag: Option<&Path>) -> PathBuf {
+        flag.map(Path::to_path_buf)
+            .or_else(|| self.config_path.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+    }
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// Each problem with the key it concerns.
+    pub problems: Vec<Problem>,
+}
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key such as `keys.rotation_schedule`, or `clients[1].id`; empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (problem_idx, problem) in self.problems.iter().enumerate() {
+            if problem_idx > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "config {}: ", self.file.display())?;
+            if !problem.key.is_empty() {
+                write!(f, "{}: ", problem.key)?;
+            }
+            f.write_str(&problem.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// An error with a single problem.
+    pub fn one(file: &Path, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: file.to_path_buf(),
+            problems: vec![Problem {
+                key: key.to_owned(),
+                message: message.into(),
+            }],
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it came from; relative paths in it were resolved against its directory.
+    pub file: PathBuf,
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[keys]`.
+    pub keys: KeysConfig,
+    /// `[store]`.
+    pub store: StoreConfig,
+    /// `[issuer]`.
+    pub issuer: IssuerConfig,
+    /// `[[clients]]`.
+    pub clients: Vec<ClientConfig>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// Allow credential endpoints over plain HTTP off loopback (behind a TLS proxy).
+    pub allow_plain_http: bool,
+    /// Second listener for the issuer and admin endpoints.
+    pub private_listen: Option<SocketAddr>,
+}
+
+/// `[keys]`.
+#[derive(Clone, Debug)]
+pub struct KeysConfig {
+    /// Key families, first = default.
+    pub algorithms: Vec<Algorithm>,
+    /// When keys rotate.
+    pub rotation_schedule: Schedule,
+    /// Upper bound of a token's lifetime.
+    pub max_token_lifetime: Duration,
+    /// Tolerated clock difference.
+    pub clock_skew: Duration,
+    /// JWKS Cache-Control max-age.
+    pub jwks_max_age: Duration,
+    /// Publish x5c certificates.
+    pub x5c: bool,
+}
+
+impl KeysConfig {
+    /// Lead and retention of the key timeline.
+    pub fn policy(&self) -> Policy {
+        let chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+        Policy {
+            lead: chrono(self.jwks_max_age + self.clock_skew),
+            retention: chrono(self.max_token_lifetime + self.clock_skew),
+        }
+    }
+}
+
+/// `[store]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The backend and where it keeps the keyset.
+    pub backend: Backend,
+    /// How often the store is re-read.
+    pub refresh_interval: Duration,
+}
+
+/// The store backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// A local JSON file.
+    File {
+        /// Absolute path of the keyset document.
+        path: PathBuf,
+    },
+    /// AWS Secrets Manager.
+    AwsSecretsManager {
+        /// Secret name or ARN.
+        secret_id: String,
+        /// Region; the SDK's default chain when absent.
+        region: Option<String>,
+        /// Endpoint override (emulators, VPC endpoints).
+        endpoint_url: Option<String>,
+    },
+}
+
+/// `[issuer]`.
+#[derive(Clone, Debug)]
+pub struct IssuerConfig {
+    /// `iss` of minted tokens and of discovery; `None` when not configured.
+    pub issuer: Option<String>,
+    /// Lifetime of minted tokens.
+    pub token_lifetime: Duration,
+}
+
+/// What a client may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// May pull signing keys and use `/v1/sign`.
+    Issuer,
+    /// May rotate and revoke over HTTP.
+    Admin,
+}
+
+/// One `[[clients]]` entry.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Client id.
+    pub id: String,
+    /// PHC string of the secret's Argon2id hash.
+    pub secret_hash: String,
+    /// Audiences it may ask for, first = default.
+    pub audiences: Vec<String>,
+    /// Scopes it may ask for.
+    pub scopes: Vec<String>,
+    /// Its roles.
+    pub roles: BTreeSet<Role>,
+    /// Family its tokens are signed with.
+    pub algorithm: Algorithm,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every problem found, or the I/O error reading the file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| {
+            ConfigError::one(path, "", format!("cannot read the config file: {err}"))
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validates config text as if it were read from `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] with every problem found.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
+            let location = err
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: ")
+                })
+                .unwrap_or_default();
+            ConfigError::one(
+                path,
+                "",
+                format!("{location}invalid TOML: {}", err.message()),
+            )
+        })?;
+        // Every default comes from the embedded reference file.
+        let defaults: toml::Table = EMBEDDED_DEFAULT
+            .parse()
+            .expect("the embedded default config is valid TOML (tested)");
+        let base_dir = path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let mut reader = Reader {
+            table: &table,
+            defaults: &defaults,
+            problems: Vec::new(),
+        };
+        let config = reader.read(path, &base_dir);
+        match config {
+            Some(config) if reader.problems.is_empty() => Ok(config),
+            _ => Err(ConfigError {
+                file: path.to_path_buf(),
+                problems: reader.problems,
+            }),
+        }
+    }
+}
+
+const SECTIONS: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "listen",
+            "tls_cert",
+            "tls_key",
+            "allow_plain_http",
+            "private_listen",
+        ],
+    ),
+    (
+        "keys",
+        &[
+            "algorithms",
+            "rotation_schedule",
+            "max_token_lifetime",
+            "clock_skew",
+            "jwks_max_age",
+            "x5c",
+        ],
+    ),
+    (
+        "store",
+        &[
+            "backend",
+            "path",
+            "secret_id",
+            "region",
+            "endpoint_url",
+            "refresh_interval",
+        ],
+    ),
+    ("issuer", &["issuer", "token_lifetime"]),
+];
+const CLIENT_KEYS: &[&str] = &[
+    "id",
+    "secret_hash",
+    "audiences",
+    "scopes",
+    "roles",
+    "algorithm",
+];
+
+/// Walks the TOML table, converting values and recording problems by key.
+struct Reader<'a> {
+    table: &'a toml::Table,
+    defaults: &'a toml::Table,
+    problems: Vec<Problem>,
+}
+
+impl<'a> Reader<'a> {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn check_unknown_keys(&mut self) {
+        for (name, value) in self.table {
+            if name == "clients" {
+                match value.as_array() {
+                    Some(clients) => {
+                        for (client_idx, client) in clients.iter().enumerate() {
+                            match client.as_table() {
+                                Some(client) => {
+                                    for key in client.keys() {
+                                        if !CLIENT_KEYS.contains(&key.as_str()) {
+                                            self.problem(
+                                                format!("clients[{client_idx}].{key}"),
+                                                "unknown key",
+                                            );
+                                        }
+                                    }
+                                }
+                                None => self
+                                    .problem(format!("clients[{client_idx}]"), "expected a table"),
+                            }
+                        }
+                    }
+                    None => self.problem("clients", "expected an array of tables ([[clients]])"),
+                }
+                continue;
+            }
+            let Some((_, known)) = SECTIONS.iter().find(|(section, _)| section == name) else {
+                self.problem(name.clone(), "unknown section or key");
+                continue;
+            };
+            match value.as_table() {
+                Some(section) => {
+                    for key in section.keys() {
+                        if !known.contains(&key.as_str()) {
+                            self.problem(format!("{name}.{key}"), "unknown key");
+                        }
+                    }
+                }
+                None => self.problem(name.clone(), "expected a table"),
+            }
+        }
+    }
+
+    fn raw(&self, section: &str, key: &str) -> Option<&'a toml::Value> {
+        self.table.get(section)?.as_table()?.get(key)
+    }
+
+    fn default(&self, section: &str, key: &str) -> Option<&'a toml::Value> {
+        self.defaults.get(section)?.as_table()?.get(key)
+    }
+
+    fn value(&self, section: &str, key: &str) -> Option<&'a toml::Value> {
+        self.raw(section, key)
+            .or_else(|| self.default(section, key))
+    }
+
+    fn string(&mut self, section: &str, key: &str) -> Option<String> {
+        let value = self.value(section, key)?;
+        match value.as_str() {
+            Some(text) => Some(text.to_owned()),
+            None => {
+                self.problem(
+                    format!("{section}.{key}"),
+                    format!("expected a string, got {}", value.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, section: &str, key: &str) -> Option<bool> {
+        let value = self.value(section, key)?;
+        match value.as_bool() {
+            Some(flag) => Some(flag),
+            None => {
+                self.problem(
+                    format!("{section}.{key}"),
+                    format!("expected true or false, got {}", value.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, section: &str, key: &str) -> Option<Duration> {
+        let text = self.string(section, key)?;
+        match parse_duration(&text) {
+            Ok(duration) => Some(duration),
+            Err(message) => {
+                self.problem(format!("{section}.{key}"), message);
+                None
+            }
+        }
+    }
+
+    fn address(&mut self, section: &str, key: &str) -> Option<SocketAddr> {
+        let text = self.string(section, key)?;
+        match text.parse() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                self.problem(
+                    format!("{section}.{key}"),
+                    format!("{text:?} is not an IP:PORT address (e.g. \"127.0.0.1:8080\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn strings(&mut self, key: &str, value: Option<&toml::Value>) -> Vec<String> {
+        let Some(value) = value else {
+            return Vec::new();
+        };
+        let items = value.as_array().map(|items| {
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
+        });
+        match items {
+            Some(Some(items)) => items,
+            _ => {
+                self.problem(key, "expected an array of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    fn read(&mut self, path: &Path, base_dir: &Path) -> Option<Config> {
+        self.check_unknown_keys();
+        let server = self.read_server(base_dir);
+        let keys = self.read_keys();
+        let store = self.read_store(base_dir);
+        let issuer = self.read_issuer(keys.as_ref());
+        let clients = self.read_clients(keys.as_ref());
+        Some(Config {
+            file: path.to_path_buf(),
+            server: server?,
+            keys: keys?,
+            store: store?,
+            issuer: issuer?,
+            clients,
+        })
+    }
+
+    fn read_server(&mut self, base_dir: &Path) -> Option<ServerConfig> {
+        let listen = self.address("server", "listen");
+        let private_listen = self
+            .raw("server", "private_listen")
+            .and_then(|_| self.address("server", "private_listen"));
+        let tls_cert = self
+            .raw("server", "tls_cert")
+            .and_then(|_| self.string("server", "tls_cert"));
+        let tls_key = self
+            .raw("server", "tls_key")
+            .and_then(|_| self.string("server", "tls_key"));
+        if tls_cert.is_some() != tls_key.is_some() {
+            self.problem(
+                "server.tls_cert",
+                "tls_cert and tls_key must be set together",
+            );
+        }
+        let allow_plain_http = self
+            .raw("server", "allow_plain_http")
+            .and_then(|_| self.bool("server", "allow_plain_http"))
+            .unwrap_or(false);
+        Some(ServerConfig {
+            listen: listen?,
+            tls_cert: tls_cert.map(|p| base_dir.join(p)),
+            tls_key: tls_key.map(|p| base_dir.join(p)),
+            allow_plain_http,
+            private_listen,
+        })
+    }
+
+    fn read_keys(&mut self) -> Option<KeysConfig> {
+        let names = self.strings("keys.algorithms", self.value("keys", "algorithms"));
+        let mut algorithms = Vec::new();
+        for name in &names {
+            match name.parse::<Algorithm>() {
+                Ok(alg) if algorithms.contains(&alg) => {
+                    self.problem("keys.algorithms", format!("{alg} is listed twice"));
+                }
+                Ok(alg) => algorithms.push(alg),
+                Err(message) => self.problem("keys.algorithms", message),
+            }
+        }
+        if names.is_empty() && self.raw("keys", "algorithms").is_some() {
+            self.problem("keys.algorithms", "at least one algorithm is needed");
+        }
+        let schedule = self.string("keys", "rotation_schedule").and_then(|text| {
+            match text.parse::<Schedule>() {
+                Ok(schedule) => Some(schedule),
+                Err(message) => {
+                    self.problem("keys.rotation_schedule", message);
+                    None
+                }
+            }
+        });
+        let max_token_lifetime = self.duration("keys", "max_token_lifetime");
+        let clock_skew = self.duration("keys", "clock_skew");
+        let jwks_max_age = self.duration("keys", "jwks_max_age");
+        let x5c = self.bool("keys", "x5c");
+        if let (Some(schedule), Some(jwks_max_age), Some(clock_skew)) =
+            (&schedule, jwks_max_age, clock_skew)
+        {
+            let lead = jwks_max_age + clock_skew;
+            match schedule.shortest_gap(Utc::now()) {
+                None => self.problem(
+                    "keys.rotation_schedule",
+                    format!("{schedule:?} does not fire at least twice in the next four years"),
+                ),
+                Some(gap) if gap.to_std().unwrap_or_default() < lead => self.problem(
+                    "keys.rotation_schedule",
+                    format!(
+                        "rotations only {} apart are shorter than jwks_max_age + clock_skew = {}: \
+                         the next key could not be published long enough before it signs",
+                        format_duration(gap.to_std().unwrap_or_default()),
+                        format_duration(lead)
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(jwks_max_age) = jwks_max_age
+            && jwks_max_age.is_zero()
+        {
+            self.problem("keys.jwks_max_age", "must be greater than 0s");
+        }
+        Some(KeysConfig {
+            algorithms,
+            rotation_schedule: schedule?,
+            max_token_lifetime: max_token_lifetime?,
+            clock_skew: clock_skew?,
+            jwks_max_age: jwks_max_age?,
+            x5c: x5c?,
+        })
+        .filter(|keys| !keys.algorithms.is_empty())
+    }
+
+    fn read_store(&mut self, base_dir: &Path) -> Option<StoreConfig> {
+        let backend_name = self.string("store", "backend")?;
+        let refresh_interval = self.duration("store", "refresh_interval");
+        if refresh_interval.is_some_and(|interval| interval.is_zero()) {
+            self.problem("store.refresh_interval", "must be greater than 0s");
+        }
+        let backend = match backend_name.as_str() {
+            "file" => {
+                let path = self.string("store", "path")?;
+                if path.is_empty() {
+                    self.problem("store.path", "must not be empty");
+                    return None;
+                }
+                Backend::File {
+                    path: base_dir.join(path),
+                }
+            }
+            "aws-secrets-manager" => {
+                let secret_id = self
+                    .raw("store", "secret_id")
+                    .and_then(|_| self.string("store", "secret_id"));
+                if secret_id.is_none() {
+                    self.problem(
+                        "store.secret_id",
+                        "is required with backend = \"aws-secrets-manager\"",
+                    );
+                }
+                let region = self
+                    .raw("store", "region")
+                    .and_then(|_| self.string("store", "region"));
+                let endpoint_url = self
+                    .raw("store", "endpoint_url")
+                    .and_then(|_| self.string("store", "endpoint_url"));
+                Backend::AwsSecretsManager {
+                    secret_id: secret_id?,
+                    region,
+                    endpoint_url,
+                }
+            }
+            other => {
+                self.problem(
+                    "store.backend",
+                    format!(
+                        "unknown backend {other:?} (expected \"file\" or \"aws-secrets-manager\")"
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(StoreConfig {
+            backend,
+            refresh_interval: refresh_interval?,
+        })
+    }
+
+    fn read_issuer(&mut self, keys: Option<&KeysConfig>) -> Option<IssuerConfig> {
+        let issuer = self
+            .raw("issuer", "issuer")
+            .and_then(|_| self.string("issuer", "issuer"));
+        if let Some(issuer) = &issuer
+            && !(issuer.starts_with("https://") || issuer.starts_with("http://"))
+        {
+            self.problem("issuer.issuer", format!("{issuer:?} is not an http(s) URL"));
+        }
+        let explicit = self.raw("issuer", "token_lifetime").is_some();
+        let token_lifetime = if explicit {
+            self.duration("issuer", "token_lifetime")?
+        } else {
+            let default = Duration::from_secs(15 * 60);
+            keys.map_or(default, |keys| default.min(keys.max_token_lifetime))
+        };
+        if let Some(keys) = keys
+            && token_lifetime > keys.max_token_lifetime
+        {
+            self.problem(
+                "issuer.token_lifetime",
+                format!(
+                    "{} is longer than keys.max_token_lifetime = {}",
+                    format_duration(token_lifetime),
+                    format_duration(keys.max_token_lifetime)
+                ),
+            );
+        }
+        Some(IssuerConfig {
+            issuer,
+            token_lifetime,
+        })
+    }
+
+    fn read_clients(&mut self, keys: Option<&KeysConfig>) -> Vec<ClientConfig> {
+        let Some(clients) = self.table.get("clients").and_then(toml::Value::as_array) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ClientConfig> = Vec::new();
+        for (client_idx, client) in clients.iter().enumerate() {
+            let Some(client) = client.as_table() else {
+                continue;
+            };
+            let key = |name: &str| format!("clients[{client_idx}].{name}");
+            let string = |reader: &mut Self, name: &str| -> Option<String> {
+                match client.get(name) {
+                    Some(toml::Value::String(text)) => Some(text.clone()),
+                    Some(other) => {
+                        reader.problem(
+                            key(name),
+                            format!("expected a string, got {}", other.type_str()),
+                        );
+                        None
+                    }
+                    None => None,
+                }
+            };
+            let id = string(self, "id");
+            match &id {
+                None => self.problem(key("id"), "is required"),
+                Some(id) if id.is_empty() || id.contains(':') => {
+                    self.problem(
+                        key("id"),
+                        format!("{id:?} must be non-empty and contain no ':'"),
+                    );
+                }
+                Some(id) if out.iter().any(|other| &other.id == id) => {
+                    self.problem(key("id"), format!("duplicate client id {id:?}"));
+                }
+                Some(_) => {}
+            }
+            let secret_hash = string(self, "secret_hash");
+            match &secret_hash {
+                None => self.problem(
+                    key("secret_hash"),
+                    "is required (make one with `jwkd hash-secret`)",
+                ),
+                Some(hash) => {
+                    if let Err(message) = crate::auth::check_hash_format(hash) {
+                        self.problem(key("secret_hash"), message);
+                    }
+                }
+            }
+            let audiences = self.strings(&key("audiences"), client.get("audiences"));
+            let scopes = self.strings(&key("scopes"), client.get("scopes"));
+            let mut roles = BTreeSet::new();
+            for role in self.strings(&key("roles"), client.get("roles")) {
+                match role.as_str() {
+                    "issuer" => {
+                        roles.insert(Role::Issuer);
+                    }
+                    "admin" => {
+                        roles.insert(Role::Admin);
+                    }
+                    other => self.problem(
+                        key("roles"),
+                        format!("unknown role {other:?} (expected \"issuer\" or \"admin\")"),
+                    ),
+                }
+            }
+            let algorithm = match string(self, "algorithm") {
+                None => keys.and_then(|keys| keys.algorithms.first().copied()),
+                Some(name) => match name.parse::<Algorithm>() {
+                    Ok(alg) if keys.is_some_and(|keys| !keys.algorithms.contains(&alg)) => {
+                        self.problem(key("algorithm"), format!("{alg} is not in keys.algorithms"));
+                        None
+                    }
+                    Ok(alg) => Some(alg),
+                    Err(message) => {
+                        self.problem(key("algorithm"), message);
+                        None
+                    }
+                },
+            };
+            if let (Some(id), Some(secret_hash), Some(algorithm)) = (id, secret_hash, algorithm) {
+                out.push(ClientConfig {
+                    id,
+                    secret_hash,
+                    audiences,
+                    scopes,
+                    roles,
+                    algorithm,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Parses `30s`, `5m`, `1h`, `7d`, `250ms` and sums like `1h30m`.
+///
+/// # Errors
+/// A message saying what is wrong with the text.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let complain = || format!("{text:?} is not a duration (use e.g. 30s, 5m, 1h, 7d or 1h30m)");
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(complain());
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(complain());
+        }
+        let amount: u64 = rest[..digits].parse().map_err(|_| complain())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(1),
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            "d" => Duration::from_secs(86_400),
+            _ => return Err(complain()),
+        };
+        rest = &rest[unit_len..];
+        let amount = u32::try_from(amount).map_err(|_| complain())?;
+        total = total.checked_add(unit * amount).ok_or_else(complain)?;
+    }
+    Ok(total)
+}
+
+/// Writes a duration the way the config does: `1h30m`, `45s`, `0s`.
+pub fn format_duration(duration: Duration) -> String {
+    let mut seconds = duration.as_secs();
+    let millis = duration.subsec_millis();
+    if seconds == 0 && millis > 0 {
+        return format!("{millis}ms");
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)] {
+        if seconds >= size {
+            out.push_str(&format!("{}{unit}", seconds / size));
+            seconds %= size;
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/jwkd/test.toml"))
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_empty_file_means_the_same() {
+        let embedded = parse(EMBEDDED_DEFAULT).unwrap();
+        let empty = parse("").unwrap();
+        assert_eq!(embedded.server.listen, empty.server.listen);
+        assert_eq!(embedded.keys.algorithms, vec![Algorithm::Es256]);
+        assert_eq!(
+            embedded.keys.rotation_schedule,
+            empty.keys.rotation_schedule
+        );
+        assert_eq!(embedded.keys.jwks_max_age, Duration::from_secs(300));
+        assert_eq!(embedded.store, empty.store);
+        assert_eq!(
+            embedded.store.backend,
+            Backend::File {
+                path: PathBuf::from("/etc/jwkd/keyset.json")
+            }
+        );
+        assert_eq!(embedded.issuer.token_lifetime, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = parse(
+            r#"
+            bogus = 1
+            [keys]
+            rotation_schedule = "nope"
+            clock_skew = "5 parsecs"
+            algorithms = ["ES256", "HS256"]
+            extra = true
+            [store]
+            backend = "floppy"
+            "#,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        expect_test::expect![[r#"
+            config /etc/jwkd/test.toml: bogus: unknown section or key
+            config /etc/jwkd/test.toml: keys.extra: unknown key
+            config /etc/jwkd/test.toml: keys.algorithms: unknown algorithm "HS256" (expected one of ES256, ES384, EdDSA, RS256)
+            config /etc/jwkd/test.toml: keys.rotation_schedule: expected 5 fields (m h dom mon dow), or 6/7 with seconds and years, got 1
+            config /etc/jwkd/test.toml: keys.clock_skew: "5 parsecs" is not a duration (use e.g. 30s, 5m, 1h, 7d or 1h30m)
+            config /etc/jwkd/test.toml: store.backend: unknown backend "floppy" (expected "file" or "aws-secrets-manager")"#]]
+        .assert_eq(&text);
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let err = parse(
+            r#"
+            [keys]
+            rotation_schedule = "*/2 * * * * *"
+            jwks_max_age = "5s"
+            clock_skew = "0s"
+            max_token_lifetime = "1h"
+            [issuer]
+            issuer = "https://auth.example"
+            token_lifetime = "2h"
+            "#,
+        )
+        .unwrap_err();
+        expect_test::expect![[r#"
+            config /etc/jwkd/test.toml: keys.rotation_schedule: rotations only 2s apart are shorter than jwks_max_age + clock_skew = 5s: the next key could not be published long enough before it signs
+            config /etc/jwkd/test.toml: issuer.token_lifetime: 2h is longer than keys.max_token_lifetime = 1h"#]]
+        .assert_eq(&err.to_string());
+    }
+
+    #[test]
+    fn clients_are_checked() {
+        let hash = crate::auth::hash_secret("s3cret").unwrap();
+        let text = format!(
+            r#"
+            [[clients]]
+            id = "orders"
+            secret_hash = "{hash}"
+            audiences = ["payments"]
+            roles = ["issuer"]
+            [[clients]]
+            id = "orders"
+            secret_hash = "plaintext"
+            roles = ["root"]
+            algorithm = "RS256"
+            colour = "blue"
+            "#
+        );
+        let err = parse(&text).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "clients[1].colour",
+                "clients[1].id",
+                "clients[1].secret_hash",
+                "clients[1].roles",
+                "clients[1].algorithm"
+            ],
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("duplicate client id \"orders\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "5", "s", "1 h", "-1s", "1y", "99999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn invalid_toml_names_the_line() {
+        let err = parse("[keys]\nx5c = \n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("config /etc/jwkd/test.toml: line 2: invalid TOML"),
+            "{err}"
+        );
+    }
+}

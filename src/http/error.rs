@@ -1,0 +1,78 @@
+//! One mapping from failures to JSON error bodies: `{"error", "error_description"}`.
+
+use std::convert::Infallible;
+
+use warp::http::StatusCode;
+use warp::{Rejection, Reply};
+
+/// An error answered to a client. Internal causes are logged, never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code (RFC 6749 §5.2 style).
+    pub error: &'static str,
+    /// Human-readable text; never contains secrets or internal causes.
+    pub description: String,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    /// An error with this status, code and description.
+    pub fn new(
+        status: StatusCode,
+        error: &'static str,
+        description: impl Into<String>,
+    ) -> ApiError {
+        ApiError {
+            status,
+            error,
+            description: description.into(),
+        }
+    }
+
+    /// The 413 for request bodies over the limit.
+    pub fn payload_too_large(limit: u64) -> ApiError {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> warp::reply::Response {
+        let body = serde_json::json!({
+            "error": self.error,
+            "error_description": self.description,
+        });
+        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+    }
+}
+
+/// Turns every rejection into a JSON error with the right status.
+pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let error = if let Some(error) = rejection.find::<ApiError>() {
+        ApiError::new(error.status, error.error, error.description.clone())
+    } else if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this endpoint does not accept that method",
+        )
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::payload_too_large(super::BODY_LIMIT)
+    } else {
+        tracing::debug!(?rejection, "unhandled rejection");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the request could not be understood",
+        )
+    };
+    Ok(error.into_response())
+}

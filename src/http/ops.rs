@@ -1,0 +1,25 @@
+//! `/healthz` and `/readyz` (CONTRACT §6.7).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use warp::Reply;
+use warp::http::StatusCode;
+
+use super::error::ApiError;
+use crate::state::Shared;
+
+/// 200 while the process serves.
+pub fn healthz() -> warp::reply::Response {
+    warp::reply::json(&serde_json::json!({"status": "ok"})).into_response()
+}
+
+/// 200 when ready, 503 with the reason otherwise.
+pub fn readyz(shared: &Arc<Shared>) -> warp::reply::Response {
+    match shared.readiness_at(Utc::now()) {
+        Ok(()) => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
+        Err(reason) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response()
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The keyset: every key jwkd holds, with the absolute times that decide its state.
+//!
+//! This is also the stored document (CONTRACT §5): `{"format": 1, "keys": [..]}`.
+//! Decoding checks what can be checked without a clock: the format number, that
+//! every private key parses for its algorithm, that each `kid` is the thumbprint of
+//! its key, and that no kid appears twice. A document that fails is corrupt, never
+//! repaired.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Utc};
+use jwkd_client::jwk::{Jwk, JwkSet};
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{Algorithm, Certificate, PrivateKey};
+
+/// The only document format this version reads and writes.
+pub const FORMAT: u32 = 1;
+
+/// One key and its timeline (CONTRACT §4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    /// Algorithm, which is also the key's family.
+    pub alg: Algorithm,
+    /// When the key was made; it is published from the moment it is stored.
+    pub created_at: DateTime<Utc>,
+    /// When it starts signing.
+    pub activates_at: DateTime<Utc>,
+    /// When it stops signing: the successor's `activates_at`. `None` while the key
+    /// has no successor, in which case it keeps signing once current.
+    pub deactivates_at: Option<DateTime<Utc>>,
+    /// When it leaves the JWKS: `deactivates_at + max_token_lifetime + clock_skew`.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Set by an emergency revocation: the key is withdrawn at once.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The private key.
+    pub key: PrivateKey,
+    /// The self-signed certificate, when `keys.x5c` is on.
+    pub certificate: Option<Certificate>,
+}
+
+impl KeyRecord {
+    /// The public JWK as published in the JWKS.
+    pub fn public_jwk(&self) -> Jwk {
+        Jwk {
+            params: self.key.public_params().clone(),
+            kid: self.kid.clone(),
+            alg: self.alg.name().to_owned(),
+            use_: "sig".to_owned(),
+            x5c: self.certificate.as_ref().map(|cert| vec![cert.x5c()]),
+            x5t_s256: self.certificate.as_ref().map(Certificate::x5t_s256),
+        }
+    }
+}
+
+/// All keys, of every family, in creation order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keyset {
+    /// The keys.
+    pub keys: Vec<KeyRecord>,
+}
+
+impl Keyset {
+    /// The key with this kid.
+    pub fn get(&self, kid: &str) -> Option<&KeyRecord> {
+        self.keys.iter().find(|key| key.kid == kid)
+    }
+
+    /// The JWK Set of the given keys, in the order given.
+    pub fn jwk_set<'a>(keys: impl IntoIterator<Item = &'a KeyRecord>) -> JwkSet {
+        JwkSet {
+            keys: keys.into_iter().map(KeyRecord::public_jwk).collect(),
+        }
+    }
+
+    /// Encodes the stored document.
+    pub fn to_document(&self) -> Vec<u8> {
+        let document = Document {
+            format: FORMAT,
+            keys: self.keys.iter().map(StoredKey::from).collect(),
+        };
+        // Serializing plain structs of strings and options cannot fail.
+        let mut bytes = serde_json::to_vec_pretty(&document).expect("keyset serializes");
+        bytes.push(b'\n');
+        bytes
+    }
+
+    /// Decodes and checks a stored document.
+    ///
+    /// # Errors
+    /// A one-line reason when the bytes are not a valid format-1 keyset.
+    pub fn from_document(bytes: &[u8]) -> Result<Keyset, String> {
+        let document: Document =
+            serde_json::from_slice(bytes).map_err(|err| format!("not a keyset document: {err}"))?;
+        if document.format != FORMAT {
+            return Err(format!(
+                "unsupported format {} (this jwkd reads format {FORMAT})",
+                document.format
+            ));
+        }
+        let mut keys: Vec<KeyRecord> = Vec::with_capacity(document.keys.len());
+        for (key_idx, stored) in document.keys.into_iter().enumerate() {
+            let kid = stored.kid.clone();
+            let key = stored
+                .into_record()
+                .map_err(|reason| format!("key {key_idx} ({kid}): {reason}"))?;
+            if keys.iter().any(|other| other.kid == key.kid) {
+                return Err(format!("key {key_idx}: duplicate kid {}", key.kid));
+            }
+            keys.push(key);
+        }
+        Ok(Keyset { keys })
+    }
+}
+
+/// Makes real keys for the timeline: aws-lc-rs keys, with an rcgen certificate
+/// when `x5c` is on.
+#[derive(Clone, Copy, Debug)]
+pub struct Generator {
+    /// Make certificates.
+    pub x5c: bool,
+    /// Certificates start this long before the key is made, for skewed verifier clocks.
+    pub clock_skew: chrono::Duration,
+}
+
+impl crate::timeline::KeyMaker for Generator {
+    type Error = crate::keys::KeyError;
+
+    fn make(
+        &mut self,
+        alg: Algorithm,
+        created_at: DateTime<Utc>,
+        activates_at: DateTime<Utc>,
+        cert_not_after: DateTime<Utc>,
+    ) -> Result<KeyRecord, Self::Error> {
+        let key = PrivateKey::generate(alg)?;
+        let kid = key.thumbprint();
+        let certificate = if self.x5c {
+            Some(crate::keys::self_signed_certificate(
+                &key,
+                &kid,
+                created_at - self.clock_skew,
+                cert_not_after,
+            )?)
+        } else {
+            None
+        };
+        Ok(KeyRecord {
+            kid,
+            alg,
+            created_at,
+            activates_at,
+            deactivates_at: None,
+            expires_at: None,
+            revoked_at: None,
+            key,
+            certificate,
+        })
+    }
+
+    fn recertify(
+        &mut self,
+        key: &mut KeyRecord,
+        not_after: DateTime<Utc>,
+    ) -> Result<(), Self::Error> {
+        if key.certificate.is_some() {
+            key.certificate = Some(crate::keys::self_signed_certificate(
+                &key.key,
+                &key.kid,
+                key.created_at - self.clock_skew,
+                not_after,
+            )?);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    format: u32,
+    keys: Vec<StoredKey>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoredKey {
+    kid: String,
+    alg: Algorithm,
+    created_at: DateTime<Utc>,
+    activates_at: DateTime<Utc>,
+    deactivates_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<DateTime<Utc>>,
+    /// PKCS#8 DER, standard base64.
+    private_key: String,
+    /// DER, standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_not_after: Option<DateTime<Utc>>,
+}
+
+impl From<&KeyRecord> for StoredKey {
+    fn from(key: &KeyRecord) -> Self {
+        StoredKey {
+            kid: key.kid.clone(),
+            alg: key.alg,
+            created_at: key.created_at,
+            activates_at: key.activates_at,
+            deactivates_at: key.deactivates_at,
+            expires_at: key.expires_at,
+            revoked_at: key.revoked_at,
+            private_key: STANDARD.encode(key.key.pkcs8_der()),
+            certificate: key
+                .certificate
+                .as_ref()
+                .map(|cert| STANDARD.encode(&cert.der)),
+            certificate_not_after: key.certificate.as_ref().map(|cert| cert.not_after),
+        }
+    }
+}
+
+impl StoredKey {
+    fn into_record(self) -> Result<KeyRecord, String> {
+        let der = STANDARD
+            .decode(&self.private_key)
+            .map_err(|err| format!("private_key is not base64: {err}"))?;
+        let key = PrivateKey::from_pkcs8(self.alg, der).map_err(|err| err.to_string())?;
+        if key.thumbprint() != self.kid {
+            return Err("kid is not the thumbprint of the stored key".into());
+        }
+        let certificate = match (self.certificate, self.certificate_not_after) {
+            (None, _) => None,
+            (Some(der), Some(not_after)) => Some(Certificate {
+                der: STANDARD
+                    .decode(der)
+                    .map_err(|err| format!("certificate is not base64: {err}"))?,
+                not_after,
+            }),
+            (Some(_), None) => return Err("certificate without certificate_not_after".into()),
+        };
+        if self.activates_at < self.created_at {
+            return Err("activates_at is before created_at".into());
+        }
+        if let (Some(deactivates_at), Some(expires_at)) = (self.deactivates_at, self.expires_at)
+            && expires_at < deactivates_at
+        {
+            return Err("expires_at is before deactivates_at".into());
+        }
+        Ok(KeyRecord {
+            kid: self.kid,
+            alg: self.alg,
+            created_at: self.created_at,
+            activates_at: self.activates_at,
+            deactivates_at: self.deactivates_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+            key,
+            certificate,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::self_signed_certificate;
+
+    fn record(alg: Algorithm) -> KeyRecord {
+        let key = PrivateKey::generate(alg).unwrap();
+        let now = Utc::now();
+        let kid = key.thumbprint();
+        let certificate = Some(
+            self_signed_certificate(&key, &kid, now, now + chrono::Duration::hours(2)).unwrap(),
+        );
+        KeyRecord {
+            kid,
+            alg,
+            created_at: now,
+            activates_at: now + chrono::Duration::minutes(5),
+            deactivates_at: None,
+            expires_at: None,
+            revoked_at: None,
+            key,
+            certificate,
+        }
+    }
+
+    #[test]
+    fn document_round_trips() {
+        let keyset = Keyset {
+            keys: Algorithm::ALL.into_iter().map(record).collect(),
+        };
+        let bytes = keyset.to_document();
+        assert_eq!(Keyset::from_document(&bytes).unwrap(), keyset);
+    }
+
+    #[test]
+    fn wrong_kid_is_corrupt() {
+        let keyset = Keyset {
+            keys: vec![record(Algorithm::Es256)],
+        };
+        let text = String::from_utf8(keyset.to_document()).unwrap();
+        let text = text.replace(&keyset.keys[0].kid, "not-the-thumbprint");
+        let err = Keyset::from_document(text.as_bytes()).unwrap_err();
+        assert!(err.contains("kid is not the thumbprint"), "{err}");
+    }
+
+    #[test]
+    fn truncated_and_foreign_documents_are_rejected() {
+        let keyset = Keyset {
+            keys: vec![record(Algorithm::Es256)],
+        };
+        let bytes = keyset.to_document();
+        let err = Keyset::from_document(&bytes[..bytes.len() / 2]).unwrap_err();
+        assert!(err.starts_with("not a keyset document"), "{err}");
+        let err = Keyset::from_document(br#"{"format": 2, "keys": []}"#).unwrap_err();
+        assert!(err.contains("unsupported format 2"), "{err}");
+    }
+
+    #[test]
+    fn published_jwk_has_no_private_member() {
+        let key = record(Algorithm::Rs256);
+        let json = serde_json::to_value(key.public_jwk()).unwrap();
+        for private in ["d", "p", "q", "dp", "dq", "qi"] {
+            assert!(json.get(private).is_none(), "{private} in {json}");
+        }
+        assert_eq!(json["kty"], "RSA");
+        assert!(json["x5c"][0].as_str().unwrap().len() > 100);
+    }
+}

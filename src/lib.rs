@@ -1,0 +1,40 @@
+//! jwkd: a key management and rotation daemon for service-to-service JWTs.
+//!
+//! It generates signing keys, rotates them on a cron schedule with each next key
+//! published before it signs and each retired key kept until every token it
+//! signed has expired, stores them durably, and serves the JWKS.
+//!
+//! # Layout
+//! - [`cli`], [`commands`]: the verbs of the command line.
+//! - [`config`]: the config file, validated in one pass.
+//! - [`clock`]: the wall clock behind a trait.
+//! - [`keys`]: key generation, JWK thumbprints, x5c certificates.
+//! - [`keyset`]: the keyset and its stored document.
+//! - [`schedule`]: cron expressions and their fire times.
+//! - [`timeline`]: key states and every change to them; pure, no I/O, no clock.
+//! - [`store`]: durable backends with compare-and-swap writes.
+//! - [`rotator`]: the one writer while serving; decides, stores, then publishes.
+//! - [`state`]: the snapshots the rotator publishes for the HTTP handlers.
+//! - [`http`]: the warp routes and server.
+//! - [`auth`]: client-secret hashing.
+//! - [`runtime`]: signals and systemd notifications.
+//!
+//! jwkd never publishes or signs with a key the store has not acknowledged, and
+//! never repairs a stored document it cannot read.
+
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod keyset;
+pub mod rotator;
+pub mod runtime;
+pub mod schedule;
+pub mod state;
+pub mod store;
+pub mod timeline;

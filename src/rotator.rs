@@ -1,0 +1,529 @@
+//! The rotation task: the only writer of the keyset while `serve` runs.
+//!
+//! On every wake it re-derives everything from the stored times and the clock,
+//! never from "the timer fired": it re-reads the store when the refresh interval
+//! is due, asks the timeline what must change, writes that with a
+//! compare-and-swap, and only then publishes the stored keyset. It sleeps until
+//! the earliest of the next key transition, the next refresh and the next retry.
+//!
+//! The CLI verbs use [`update_store`] and [`Planner`] too, so a rotation made by
+//! `jwkd rotate` and one made by the daemon go through the same code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::keys::{Algorithm, KeyError};
+use crate::keyset::{Generator, Keyset};
+use crate::schedule::Schedule;
+use crate::state::{JwksDocument, KeysetView, Shared, StoreStatus};
+use crate::store::{KeyStore, Snapshot, StoreError};
+use crate::timeline::{self, Change, Plan, Policy, RevokeError};
+
+/// How many times a writer re-reads and re-decides after conflicts before giving up.
+const MAX_CONFLICT_RETRIES: usize = 32;
+
+/// First and largest delay between retries after a store failure.
+const RETRY_INITIAL: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// A change to the keyset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// Keep the timeline going: successors, pruning.
+    Maintain,
+    /// Rotate every family now.
+    Rotate,
+    /// Withdraw a key now.
+    Revoke(String),
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key could not be made.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// Revoke of a kid that is not in the keyset.
+    #[error("no key with kid {0:?}")]
+    UnknownKid(String),
+    /// Revoke of a kid that is already revoked.
+    #[error("key {0:?} is already revoked")]
+    AlreadyRevoked(String),
+    /// Writers kept conflicting.
+    #[error("gave up after {MAX_CONFLICT_RETRIES} conflicting writes to the store")]
+    TooManyConflicts,
+}
+
+/// The configuration the timeline needs, owned so it can move to a blocking task.
+#[derive(Clone, Debug)]
+pub struct Planner {
+    families: Vec<Algorithm>,
+    schedule: Schedule,
+    policy: Policy,
+    generator: Generator,
+}
+
+impl Planner {
+    /// The planner for a configuration.
+    pub fn new(config: &Config) -> Planner {
+        let policy = config.keys.policy();
+        Planner {
+            families: config.keys.algorithms.clone(),
+            schedule: config.keys.rotation_schedule.clone(),
+            policy,
+            generator: Generator {
+                x5c: config.keys.x5c,
+                clock_skew: chrono::Duration::from_std(config.keys.clock_skew)
+                    .unwrap_or(chrono::Duration::zero()),
+            },
+        }
+    }
+
+    /// The configured families.
+    pub fn families(&self) -> &[Algorithm] {
+        &self.families
+    }
+
+    /// Decides what `operation` does to `keyset` at `now`; `None` if nothing changes.
+    ///
+    /// # Errors
+    /// [`OperationError`] when a key cannot be made or a revocation is refused.
+    pub fn apply_at(
+        &self,
+        operation: &Operation,
+        keyset: &Keyset,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Keyset, Vec<Change>)>, OperationError> {
+        let plan = Plan {
+            families: &self.families,
+            schedule: &self.schedule,
+            policy: self.policy,
+        };
+        let mut generator = self.generator;
+        match operation {
+            Operation::Maintain => Ok(timeline::maintain_at(keyset, &plan, now, &mut generator)?),
+            Operation::Rotate => Ok(Some(timeline::rotate_at(
+                keyset,
+                &plan,
+                now,
+                &mut generator,
+            )?)),
+            Operation::Revoke(kid) => {
+                match timeline::revoke_at(keyset, kid, &plan, now, &mut generator) {
+                    Ok(result) => Ok(Some(result)),
+                    Err(RevokeError::UnknownKid(kid)) => Err(OperationError::UnknownKid(kid)),
+                    Err(RevokeError::AlreadyRevoked(kid)) => {
+                        Err(OperationError::AlreadyRevoked(kid))
+                    }
+                    Err(RevokeError::Maker(err)) => Err(err.into()),
+                }
+            }
+        }
+    }
+}
+
+/// Applies `operation` to the stored keyset with compare-and-swap: read, decide,
+/// write; on a conflict, read again and decide again. Starts from `snapshot`
+/// when given (the caller's last read), else reads first.
+///
+/// Returns the stored snapshot afterwards and what changed.
+///
+/// # Errors
+/// [`OperationError`] from the store, the timeline or key generation.
+pub async fn update_store(
+    store: &dyn KeyStore,
+    planner: &Planner,
+    clock: &dyn Clock,
+    operation: &Operation,
+    snapshot: Option<Snapshot>,
+) -> Result<(Snapshot, Vec<Change>), OperationError> {
+    let mut snapshot = match snapshot {
+        Some(snapshot) => snapshot,
+        None => store.load().await?,
+    };
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let now = clock.now();
+        let decision = {
+            // Key generation (RSA in particular) is CPU work: keep it off the async workers.
+            let planner = planner.clone();
+            let operation = operation.clone();
+            let keyset = snapshot.keyset.clone();
+            tokio::task::spawn_blocking(move || planner.apply_at(&operation, &keyset, now))
+                .await
+                .map_err(|err| {
+                    KeyError::Certificate(format!("key generation task failed: {err}"))
+                })??
+        };
+        let Some((keyset, changes)) = decision else {
+            return Ok((snapshot, Vec::new()));
+        };
+        match store
+            .compare_and_swap(snapshot.version.as_ref(), &keyset)
+            .await
+        {
+            Ok(version) => {
+                return Ok((
+                    Snapshot {
+                        keyset,
+                        version: Some(version),
+                    },
+                    changes,
+                ));
+            }
+            Err(StoreError::Conflict { .. }) => {
+                tracing::debug!("keyset changed under us; re-reading");
+                snapshot = store.load().await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(OperationError::TooManyConflicts)
+}
+
+/// Requests to the rotator from the rest of the daemon.
+#[derive(Debug)]
+pub enum Event {
+    /// Rotate now (admin API); the reply carries what changed.
+    RotateNow(oneshot::Sender<Result<Vec<Change>, String>>),
+    /// Revoke a key now (admin API).
+    Revoke(String, oneshot::Sender<Result<Vec<Change>, String>>),
+    /// Re-read the keyset, with this new configuration (SIGHUP).
+    Reload(Box<Config>),
+}
+
+/// The rotation task's state.
+pub struct Rotator {
+    store: Arc<dyn KeyStore>,
+    clock: Arc<dyn Clock>,
+    shared: Arc<Shared>,
+    planner: Planner,
+    /// The last keyset read from or acknowledged by the store.
+    snapshot: Option<Snapshot>,
+    /// When the store was last read.
+    last_refresh: Option<DateTime<Utc>>,
+    /// Delay before the next retry after a failure; `None` while healthy.
+    retry_delay: Option<Duration>,
+}
+
+impl Rotator {
+    /// A rotator over `store` publishing into `shared`.
+    pub fn new(store: Arc<dyn KeyStore>, clock: Arc<dyn Clock>, shared: Arc<Shared>) -> Rotator {
+        let planner = Planner::new(&shared.config.load());
+        Rotator {
+            store,
+            clock,
+            shared,
+            planner,
+            snapshot: None,
+            last_refresh: None,
+            retry_delay: None,
+        }
+    }
+
+    /// Starts from a snapshot the caller has just read, saving a second read.
+    pub fn prime(&mut self, snapshot: Snapshot, read_at: DateTime<Utc>) {
+        self.snapshot = Some(snapshot);
+        self.last_refresh = Some(read_at);
+        self.record_success();
+    }
+
+    /// One pass: refresh if due, maintain the timeline, publish. Returns how long
+    /// to sleep before the next pass.
+    pub async fn tick(&mut self) -> Duration {
+        let now = self.clock.now();
+        let refresh_interval = self.shared.config.load().store.refresh_interval;
+        let refresh_due = self.snapshot.is_none()
+            || self
+                .last_refresh
+                .is_none_or(|last| (now - last).to_std().unwrap_or_default() >= refresh_interval);
+        if refresh_due {
+            self.refresh(now).await;
+        }
+        if let Some(snapshot) = self.snapshot.take() {
+            match update_store(
+                self.store.as_ref(),
+                &self.planner,
+                self.clock.as_ref(),
+                &Operation::Maintain,
+                Some(snapshot.clone()),
+            )
+            .await
+            {
+                Ok((stored, changes)) => {
+                    log_changes(&changes);
+                    if !changes.is_empty() {
+                        self.record_success();
+                    }
+                    self.snapshot = Some(stored);
+                }
+                Err(err) => {
+                    self.record_failure(&err.to_string());
+                    // Keep the last good keyset: never publish what was not stored.
+                    self.snapshot = Some(snapshot);
+                }
+            }
+        }
+        let now = self.clock.now();
+        self.publish(now);
+        self.sleep_after(now, refresh_interval)
+    }
+
+    async fn refresh(&mut self, now: DateTime<Utc>) {
+        match self.store.load().await {
+            Ok(snapshot) => {
+                self.last_refresh = Some(now);
+                self.snapshot = Some(snapshot);
+                self.record_success();
+            }
+            Err(err) => self.record_failure(&err.to_string()),
+        }
+    }
+
+    fn record_success(&mut self) {
+        self.retry_delay = None;
+        self.shared.store_status.store(Arc::new(StoreStatus {
+            last_success: Some(self.clock.now()),
+            last_error: None,
+        }));
+    }
+
+    fn record_failure(&mut self, error: &str) {
+        let delay = self
+            .retry_delay
+            .map_or(RETRY_INITIAL, |delay| (delay * 2).min(RETRY_MAX));
+        self.retry_delay = Some(delay);
+        tracing::warn!(error, retry_in = ?delay, "keyset store operation failed; serving the last good keyset");
+        let previous = self.shared.store_status.load();
+        self.shared.store_status.store(Arc::new(StoreStatus {
+            last_success: previous.last_success,
+            last_error: Some(error.to_owned()),
+        }));
+    }
+
+    /// Publishes the stored keyset if what it publishes at `now` changed.
+    fn publish(&self, now: DateTime<Utc>) {
+        let Some(snapshot) = &self.snapshot else {
+            return;
+        };
+        let current = self.shared.view.load();
+        let document = JwksDocument::build(&snapshot.keyset, &self.planner.families, now);
+        let same_body = current
+            .jwks
+            .as_ref()
+            .is_some_and(|published| published.body == document.body);
+        if same_body && *current.keyset == snapshot.keyset {
+            return;
+        }
+        let jwks = if same_body {
+            current.jwks.clone()
+        } else {
+            tracing::info!(
+                kids = ?timeline::published_at(&snapshot.keyset, &self.planner.families, now)
+                    .iter()
+                    .map(|key| format!("{}:{}", key.kid, timeline::state_at(key, now)))
+                    .collect::<Vec<_>>(),
+                "publishing JWKS"
+            );
+            Some(document)
+        };
+        self.shared.view.store(Arc::new(KeysetView {
+            keyset: Arc::new(snapshot.keyset.clone()),
+            jwks,
+        }));
+    }
+
+    fn sleep_after(&self, now: DateTime<Utc>, refresh_interval: Duration) -> Duration {
+        let mut sleep = refresh_interval;
+        if let Some(last) = self.last_refresh {
+            let since = (now - last).to_std().unwrap_or_default();
+            sleep = sleep.min(refresh_interval.saturating_sub(since));
+        }
+        if let Some(snapshot) = &self.snapshot
+            && let Some(transition) = timeline::next_transition_after(&snapshot.keyset, now)
+        {
+            sleep = sleep.min((transition - now).to_std().unwrap_or_default());
+        }
+        if let Some(retry) = self.retry_delay {
+            sleep = sleep.min(jitter(retry));
+        }
+        // Wake a hair after a transition, never before it, and never spin.
+        sleep.max(Duration::from_millis(5)) + Duration::from_millis(2)
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::RotateNow(reply) => {
+                let result = self.run(&Operation::Rotate).await;
+                let _ = reply.send(result);
+            }
+            Event::Revoke(kid, reply) => {
+                let result = self.run(&Operation::Revoke(kid)).await;
+                let _ = reply.send(result);
+            }
+            Event::Reload(config) => {
+                self.planner = Planner::new(&config);
+                self.shared.config.store(Arc::new(*config));
+                self.last_refresh = None;
+                tracing::info!("configuration reloaded");
+            }
+        }
+    }
+
+    async fn run(&mut self, operation: &Operation) -> Result<Vec<Change>, String> {
+        let result = update_store(
+            self.store.as_ref(),
+            &self.planner,
+            self.clock.as_ref(),
+            operation,
+            None,
+        )
+        .await;
+        match result {
+            Ok((snapshot, changes)) => {
+                log_changes(&changes);
+                self.snapshot = Some(snapshot);
+                self.last_refresh = Some(self.clock.now());
+                self.record_success();
+                self.publish(self.clock.now());
+                Ok(changes)
+            }
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, handling `events` as they come; the
+    /// first pass is after `first_sleep` (the caller ran one already).
+    pub async fn run_loop_after(
+        mut self,
+        first_sleep: Duration,
+        mut events: mpsc::Receiver<Event>,
+        shutdown: CancellationToken,
+    ) {
+        let mut sleep = first_sleep;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(sleep) => {}
+                Some(event) = events.recv() => self.handle(event).await,
+            }
+            sleep = self.tick().await;
+        }
+        tracing::debug!("rotator stopped");
+    }
+}
+
+fn log_changes(changes: &[Change]) {
+    for change in changes {
+        match change {
+            Change::FirstKey { .. }
+            | Change::Promoted { early: true, .. }
+            | Change::KeptSigning { .. } => {
+                tracing::warn!("{change}");
+            }
+            _ => tracing::info!("{change}"),
+        }
+    }
+}
+
+/// Spreads retries of several replicas: a delay between 50% and 100% of `delay`.
+fn jitter(delay: Duration) -> Duration {
+    let factor: f64 = rand::random_range(0.5..=1.0);
+    delay.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::memory::MemoryStore;
+
+    fn config() -> Config {
+        Config::parse(
+            r#"
+            [keys]
+            algorithms = ["ES256", "EdDSA"]
+            rotation_schedule = "*/2 * * * * *"
+            jwks_max_age = "1s"
+            clock_skew = "0s"
+            max_token_lifetime = "2s"
+            [store]
+            refresh_interval = "1s"
+            "#,
+            std::path::Path::new("/tmp/jwkd-test.toml"),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn nothing_is_published_that_was_not_stored() {
+        let store = Arc::new(MemoryStore::default());
+        let shared = Arc::new(Shared::new(config()));
+        let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
+
+        store.unavailable.store(true, Ordering::SeqCst);
+        rotator.tick().await;
+        assert!(
+            shared.view.load().jwks.is_none(),
+            "published without a store"
+        );
+        assert!(shared.readiness_at(Utc::now()).is_err());
+
+        store.unavailable.store(false, Ordering::SeqCst);
+        rotator.tick().await;
+        let view = shared.view.load_full();
+        let stored = store.load().await.unwrap().keyset;
+        assert_eq!(*view.keyset, stored);
+        assert_eq!(stored.keys.len(), 4, "current and next for two families");
+        shared.readiness_at(Utc::now()).unwrap();
+
+        // With the store down, the daemon keeps serving what it had and makes nothing new.
+        store.unavailable.store(true, Ordering::SeqCst);
+        let writes = store.writes.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        rotator.tick().await;
+        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
+        let after = shared.view.load_full();
+        for key in &after.keyset.keys {
+            assert!(
+                stored.get(&key.kid).is_some(),
+                "{} published but never stored",
+                key.kid
+            );
+        }
+        assert!(after.jwks.is_some());
+        let reason = shared.readiness_at(Utc::now()).unwrap_err();
+        assert!(reason.contains("store"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_store_is_reported_and_left_alone() {
+        let store = Arc::new(MemoryStore::default());
+        store.put_raw(b"{\"format\": 1, \"keys\": [".to_vec());
+        let shared = Arc::new(Shared::new(config()));
+        let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
+        rotator.tick().await;
+        assert_eq!(store.writes.load(Ordering::SeqCst), 0);
+        let reason = shared.readiness_at(Utc::now()).unwrap_err();
+        assert!(reason.contains("no keyset loaded"), "{reason}");
+        let status = shared.store_status.load();
+        assert!(
+            status
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("corrupt"),
+            "{status:?}"
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! What the rotator publishes and the HTTP server reads: immutable snapshots
+//! swapped atomically, so a request never takes a lock or touches the store.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::keyset::Keyset;
+use crate::timeline::{self, KeyState};
+
+/// The JWKS response body and its validators, built once per change of the
+/// published set.
+#[derive(Clone, Debug)]
+pub struct JwksDocument {
+    /// The JSON body.
+    pub body: Bytes,
+    /// Strong ETag, quoted: a hash of the body.
+    pub etag: String,
+    /// When the published set last changed, as an HTTP date.
+    pub last_modified: String,
+    /// The same instant, for `If-Modified-Since` comparisons (whole seconds).
+    pub last_modified_at: SystemTime,
+}
+
+impl JwksDocument {
+    /// Builds the document for the keys published at `now`.
+    pub fn build(
+        keyset: &Keyset,
+        families: &[crate::keys::Algorithm],
+        now: DateTime<Utc>,
+    ) -> JwksDocument {
+        let published = timeline::published_at(keyset, families, now);
+        let body = serde_json::to_vec(&Keyset::jwk_set(published)).expect("a JWK set serializes");
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+        let etag = format!(
+            "\"{}\"",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                &digest.as_ref()[..18]
+            )
+        );
+        // HTTP dates have whole seconds; keep the comparison value in step.
+        let whole_seconds = SystemTime::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(now.timestamp()).unwrap_or(0));
+        JwksDocument {
+            body: Bytes::from(body),
+            etag,
+            last_modified: httpdate::fmt_http_date(whole_seconds),
+            last_modified_at: whole_seconds,
+        }
+    }
+}
+
+/// The published keyset: what the JWKS endpoint serves and signers sign with.
+#[derive(Clone, Debug)]
+pub struct KeysetView {
+    /// The keyset as stored (never a key that was not acknowledged by the store).
+    pub keyset: Arc<Keyset>,
+    /// The prebuilt JWKS; `None` until a keyset has been loaded.
+    pub jwks: Option<JwksDocument>,
+}
+
+/// The health of the store as the rotator last saw it.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStatus {
+    /// When a read or write last succeeded.
+    pub last_success: Option<DateTime<Utc>>,
+    /// The last failure, if the most recent operation failed.
+    pub last_error: Option<String>,
+}
+
+/// State shared by the rotator (the only writer) and the HTTP handlers (readers).
+#[derive(Debug)]
+pub struct Shared {
+    /// The published keyset.
+    pub view: ArcSwap<KeysetView>,
+    /// The store's health.
+    pub store_status: ArcSwap<StoreStatus>,
+    /// The configuration in force (replaced on reload).
+    pub config: ArcSwap<Config>,
+}
+
+impl Shared {
+    /// Fresh state: nothing loaded yet.
+    pub fn new(config: Config) -> Shared {
+        Shared {
+            view: ArcSwap::from_pointee(KeysetView {
+                keyset: Arc::new(Keyset::default()),
+                jwks: None,
+            }),
+            store_status: ArcSwap::from_pointee(StoreStatus::default()),
+            config: ArcSwap::from_pointee(config),
+        }
+    }
+
+    /// Whether the daemon is ready to serve (CONTRACT §6.7): a keyset is loaded,
+    /// every family has a current and a next key, and the store answered recently.
+    ///
+    /// # Errors
+    /// The reason it is not ready.
+    pub fn readiness_at(&self, now: DateTime<Utc>) -> Result<(), String> {
+        let view = self.view.load();
+        if view.jwks.is_none() {
+            return Err("no keyset loaded yet".into());
+        }
+        let config = self.config.load();
+        for &alg in &config.keys.algorithms {
+            let has = |state: KeyState| {
+                view.keyset
+                    .keys
+                    .iter()
+                    .any(|key| key.alg == alg && timeline::state_at(key, now) == state)
+            };
+            if !has(KeyState::Current) {
+                return Err(format!("{alg} has no current key"));
+            }
+            if !has(KeyState::Next) {
+                return Err(format!("{alg} has no next key"));
+            }
+        }
+        let status = self.store_status.load();
+        if let Some(error) = &status.last_error {
+            return Err(format!("last store operation failed: {error}"));
+        }
+        let interval = config.store.refresh_interval;
+        // The refresh itself takes a moment: allow a grace of up to 5 s past the interval.
+        let allowed = interval + interval.min(std::time::Duration::from_secs(5));
+        match status.last_success {
+            Some(at) if (now - at).to_std().unwrap_or_default() <= allowed => Ok(()),
+            Some(at) => Err(format!(
+                "the store has not answered since {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )),
+            None => Err("the store has not answered yet".into()),
+        }
+    }
+}

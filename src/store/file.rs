@@ -1,0 +1,210 @@
+//! The file backend: one JSON document on local disk.
+//!
+//! A write takes an exclusive advisory lock on `<path>.lock`, checks that the
+//! file still has the writer's base version (its SHA-256), writes a temp file in
+//! the same directory, fsyncs it, renames it over the document and fsyncs the
+//! directory. Readers need no lock: a rename is atomic, so they see the old or
+//! the new document, never a mix. The lock is what lets `jwkd rotate` run beside
+//! a daemon without losing a write.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{KeyStore, Snapshot, StoreError, Version, content_version};
+use crate::keyset::Keyset;
+
+/// A keyset kept in a local file.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    /// A store for the document at `path` (which need not exist yet).
+    pub fn new(path: PathBuf) -> FileStore {
+        FileStore { path }
+    }
+
+    fn unavailable(&self, what: &str, err: std::io::Error) -> StoreError {
+        StoreError::Unavailable {
+            location: self.path.display().to_string(),
+            reason: format!("{what}: {err}"),
+        }
+    }
+
+    fn read(&self) -> Result<Option<(Vec<u8>, Version)>, StoreError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => {
+                let version = content_version(&bytes);
+                Ok(Some((bytes, version)))
+            }
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(self.unavailable("cannot read", err)),
+        }
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<Keyset, StoreError> {
+        Keyset::from_document(bytes).map_err(|reason| StoreError::Corrupt {
+            location: self.path.display().to_string(),
+            reason,
+        })
+    }
+
+    fn load_blocking(&self) -> Result<Snapshot, StoreError> {
+        match self.read()? {
+            None => Ok(Snapshot::default()),
+            Some((bytes, version)) => Ok(Snapshot {
+                keyset: self.decode(&bytes)?,
+                version: Some(version),
+            }),
+        }
+    }
+
+    fn directory(&self) -> &Path {
+        self.path
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    }
+
+    fn lock(&self) -> Result<File, StoreError> {
+        let dir = self.directory();
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|err| self.unavailable("cannot create the directory", err))?;
+        }
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|err| self.unavailable("cannot open the lock file", err))?;
+        lock.lock()
+            .map_err(|err| self.unavailable("cannot lock", err))?;
+        Ok(lock)
+    }
+
+    fn compare_and_swap_blocking(
+        &self,
+        base: Option<&Version>,
+        keyset: &Keyset,
+    ) -> Result<Version, StoreError> {
+        // Held until the end of this function: released when dropped.
+        let _lock = self.lock()?;
+        let stored = self.read()?;
+        let stored_version = stored.as_ref().map(|(_, version)| version);
+        if stored_version != base {
+            if let Some((bytes, _)) = &stored {
+                // A corrupt document must surface as such, not as a conflict to retry.
+                self.decode(bytes)?;
+            }
+            return Err(StoreError::Conflict {
+                location: self.path.display().to_string(),
+            });
+        }
+        let bytes = keyset.to_document();
+        self.write_atomically(&bytes)?;
+        Ok(content_version(&bytes))
+    }
+
+    fn write_atomically(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        let dir = self.directory();
+        let file_name = self
+            .path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "keyset".into());
+        let temp_path = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+        let result = (|| {
+            let mut temp = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&temp_path)?;
+            temp.write_all(bytes)?;
+            temp.sync_all()?;
+            drop(temp);
+            fs::rename(&temp_path, &self.path)?;
+            File::open(dir)?.sync_all()
+        })();
+        if let Err(err) = result {
+            let _ = fs::remove_file(&temp_path);
+            return Err(self.unavailable("cannot write", err));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for FileStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.load_blocking())
+            .await
+            .unwrap_or_else(|err| {
+                Err(self.unavailable("load task failed", std::io::Error::other(err)))
+            })
+    }
+
+    async fn compare_and_swap(
+        &self,
+        base: Option<&Version>,
+        keyset: &Keyset,
+    ) -> Result<Version, StoreError> {
+        let store = self.clone();
+        let base = base.cloned();
+        let keyset = keyset.clone();
+        tokio::task::spawn_blocking(move || store.compare_and_swap_blocking(base.as_ref(), &keyset))
+            .await
+            .unwrap_or_else(|err| {
+                Err(self.unavailable("write task failed", std::io::Error::other(err)))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn file_is_private_and_corruption_is_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/keyset.json");
+        let store = FileStore::new(path.clone());
+        let version = store
+            .compare_and_swap(None, &Keyset::default())
+            .await
+            .unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        fs::write(&path, b"{\"format\": 1, \"keys\": [").unwrap();
+        let err = store.load().await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        let err = store
+            .compare_and_swap(Some(&version), &Keyset::default())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"{\"format\": 1, \"keys\": [");
+    }
+}

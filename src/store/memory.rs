@@ -1,0 +1,76 @@
+//! An in-memory store for unit tests of logic, with switches to make it fail.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use super::{KeyStore, Snapshot, StoreError, Version, content_version};
+use crate::keyset::Keyset;
+
+/// A keyset held in memory as its encoded document.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    document: Mutex<Option<Vec<u8>>>,
+    /// While set, every call fails with [`StoreError::Unavailable`].
+    pub unavailable: AtomicBool,
+    /// Successful writes so far.
+    pub writes: AtomicUsize,
+}
+
+impl MemoryStore {
+    fn check_available(&self) -> Result<(), StoreError> {
+        if self.unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                location: self.location(),
+                reason: "switched off by the test".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Replaces the stored bytes as they are, for corruption tests.
+    pub fn put_raw(&self, bytes: Vec<u8>) {
+        *self.document.lock().expect("memory store lock") = Some(bytes);
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyStore for MemoryStore {
+    fn location(&self) -> String {
+        "memory".into()
+    }
+
+    async fn load(&self) -> Result<Snapshot, StoreError> {
+        self.check_available()?;
+        let document = self.document.lock().expect("memory store lock").clone();
+        match document {
+            None => Ok(Snapshot::default()),
+            Some(bytes) => Ok(Snapshot {
+                keyset: Keyset::from_document(&bytes).map_err(|reason| StoreError::Corrupt {
+                    location: self.location(),
+                    reason,
+                })?,
+                version: Some(content_version(&bytes)),
+            }),
+        }
+    }
+
+    async fn compare_and_swap(
+        &self,
+        base: Option<&Version>,
+        keyset: &Keyset,
+    ) -> Result<Version, StoreError> {
+        self.check_available()?;
+        let mut document = self.document.lock().expect("memory store lock");
+        let stored = document.as_deref().map(content_version);
+        if stored.as_ref() != base {
+            return Err(StoreError::Conflict {
+                location: self.location(),
+            });
+        }
+        let bytes = keyset.to_document();
+        let version = content_version(&bytes);
+        *document = Some(bytes);
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(version)
+    }
+}

@@ -1,0 +1,111 @@
+//! Durable storage of the keyset document (CONTRACT §5).
+//!
+//! The whole document is the unit of consistency: a backend loads it with an
+//! opaque [`Version`] and writes it with a compare-and-swap against the version
+//! the writer started from. [`StoreError::Conflict`] tells the writer to re-read
+//! and decide again. Backends never repair a document they cannot read.
+//!
+//! - [`file::FileStore`]: a local file, atomic rename, advisory lock.
+//! - [`memory::MemoryStore`]: for unit tests of logic, with fault injection.
+
+pub mod file;
+pub mod memory;
+
+#[cfg(test)]
+mod contract;
+
+use std::sync::Arc;
+
+use crate::config::{Backend, StoreConfig};
+use crate::keyset::Keyset;
+
+/// An opaque token naming one stored revision of the document.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Version(pub String);
+
+/// The document as loaded, and the revision it came from.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// The keys; empty when nothing is stored yet.
+    pub keyset: Keyset,
+    /// `None` when there is no document yet.
+    pub version: Option<Version>,
+}
+
+/// What can go wrong with a store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stored document changed since the writer's base: re-read and decide again.
+    #[error("keyset in {location} was changed by another writer")]
+    Conflict {
+        /// Where.
+        location: String,
+    },
+    /// The stored document cannot be read as a keyset. It is left as it is.
+    #[error("keyset {location} is corrupt: {reason}")]
+    Corrupt {
+        /// Where.
+        location: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store could not be reached or the I/O failed.
+    #[error("keyset store {location} is unavailable: {reason}")]
+    Unavailable {
+        /// Where.
+        location: String,
+        /// The cause.
+        reason: String,
+    },
+}
+
+/// A durable home for the keyset document.
+#[async_trait::async_trait]
+pub trait KeyStore: Send + Sync + 'static {
+    /// Where the keyset lives, for messages: a path or a secret id.
+    fn location(&self) -> String;
+
+    /// Loads the current document.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] or [`StoreError::Unavailable`].
+    async fn load(&self) -> Result<Snapshot, StoreError>;
+
+    /// Replaces the document if it is still at `base` (`None`: no document yet),
+    /// returning the new version once the write is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if another writer got there first, or the
+    /// errors of [`KeyStore::load`].
+    async fn compare_and_swap(
+        &self,
+        base: Option<&Version>,
+        keyset: &Keyset,
+    ) -> Result<Version, StoreError>;
+}
+
+/// Opens the configured backend.
+///
+/// # Errors
+/// [`StoreError::Unavailable`] for a backend this build cannot open.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
+    match &config.backend {
+        Backend::File { path } => Ok(Arc::new(file::FileStore::new(path.clone()))),
+        Backend::AwsSecretsManager { secret_id, .. } => Err(StoreError::Unavailable {
+            location: format!("aws-secrets-manager:{secret_id}"),
+            reason: "the aws-secrets-manager backend is not built into this version yet".into(),
+        }),
+    }
+}
+
+/// A version token for a document: the hex SHA-256 of its bytes.
+pub fn content_version(bytes: &[u8]) -> Version {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    Version(
+        digest
+            .as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect(),
+    )
+}
