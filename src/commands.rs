@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 use crate::cli::{Cli, Command};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, ConfigError, Environment, format_duration};
+use crate::http::Api;
+use crate::http::server::{self, Tls};
 use crate::rotator::{Event, Operation, Planner, Rotator, update_store};
 use crate::state::Shared;
 use crate::store::{self, KeyStore, Snapshot};
@@ -60,6 +62,7 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), Co
         Backend::AwsSecretsManager { .. } => "store.secret_id",
     };
     let store = store::open(&config.store)
+        .await
         .map_err(|err| ConfigError::one(&config.file, key, err.to_string()))?;
     let snapshot = store
         .load()
@@ -70,14 +73,21 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), Co
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
     let (store, snapshot) = open_store(config).await?;
-    let listener = tokio::net::TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let address = listener
-        .local_addr()
-        .context("cannot read the bound address")?;
+    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(Arc::new(Tls::load(cert, key).map_err(|err| {
+                ConfigError::one(&config.file, "server.tls_cert", err)
+            })?))
+        }
+        _ => None,
+    };
+    let listener = bind(config.server.listen).await?;
+    let private_listener = match config.server.private_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let shared = Arc::new(Shared::new(config.clone()));
+    let shared = Arc::new(Shared::new(config.clone()).map_err(anyhow::Error::msg)?);
     let mut rotator = Rotator::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&shared));
     rotator.prime(snapshot, clock.now());
     // The first pass makes the first keys if needed, so the JWKS is there when we say ready.
@@ -86,12 +96,32 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     let (events, events_rx) = mpsc::channel::<Event>(16);
-    let (reload, mut reload_rx) = mpsc::channel::<()>(1);
-    tracker.spawn(crate::http::serve(
+    let (reload, reload_rx) = mpsc::channel::<()>(1);
+    let api = Api {
+        shared: Arc::clone(&shared),
+        events: events.clone(),
+    };
+    let with_credentials = config.server.may_serve_credentials();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut addresses = vec![format!("{scheme}://{}", listener.local_addr()?)];
+    tracker.spawn(server::serve(
         listener,
-        crate::http::routes(Arc::clone(&shared)),
+        tls.clone(),
+        crate::http::public_routes(&api, private_listener.is_some(), with_credentials),
         shutdown.clone().cancelled_owned(),
     ));
+    if let Some(private_listener) = private_listener {
+        addresses.push(format!(
+            "{scheme}://{} (issuer and admin)",
+            private_listener.local_addr()?
+        ));
+        tracker.spawn(server::serve(
+            private_listener,
+            tls.clone(),
+            crate::http::private_routes(&api),
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
     tracker.spawn(rotator.run_loop_after(first_sleep, events_rx, shutdown.clone()));
     tracker.spawn({
         let shutdown = shutdown.clone();
@@ -102,30 +132,18 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
             }
         }
     });
-    let config_file = config.file.clone();
-    tracker.spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    Some(()) = reload_rx.recv() => {
-                        match Config::load(&config_file) {
-                            Ok(config) => {
-                                if events.send(Event::Reload(Box::new(config))).await.is_err() {
-                                    break;
-                                }
-                            }
-                            Err(err) => tracing::error!("reload refused, keeping the running config: {err}"),
-                        }
-                    }
-                }
-            }
-        }
-    });
+    tracker.spawn(reload_on_signal(
+        config.file.clone(),
+        tls,
+        events,
+        reload_rx,
+        shutdown.clone(),
+    ));
     tracker.close();
 
-    tracing::info!("listening on http://{address}");
+    for address in &addresses {
+        tracing::info!("listening on {address}");
+    }
     let status = current_status(&shared, clock.now());
     crate::runtime::notify_ready(&status);
 
@@ -138,6 +156,46 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
         tracing::warn!("shutdown deadline passed with work in flight");
     }
     Ok(())
+}
+
+async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address}"))
+}
+
+/// On each SIGHUP: re-read the config file; if it is valid, hand it to the
+/// rotator (clients, schedule, keyset re-read) and reload the TLS certificate;
+/// if not, log why and keep running on the old one.
+async fn reload_on_signal(
+    config_file: std::path::PathBuf,
+    tls: Option<Arc<Tls>>,
+    events: mpsc::Sender<Event>,
+    mut reload: mpsc::Receiver<()>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            Some(()) = reload.recv() => {
+                let config = match Config::load(&config_file) {
+                    Ok(config) => config,
+                    Err(err) => {
+                        tracing::error!("reload refused, keeping the running config: {err}");
+                        continue;
+                    }
+                };
+                if let Some(tls) = &tls
+                    && let Err(err) = tls.reload()
+                {
+                    tracing::error!("TLS certificate not reloaded, keeping the old one: {err}");
+                }
+                if events.send(Event::Reload(Box::new(config))).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn current_status(shared: &Shared, now: DateTime<Utc>) -> String {
@@ -210,19 +268,7 @@ async fn keys(config: &Config, json: bool) -> anyhow::Result<()> {
             .keyset
             .keys
             .iter()
-            .map(|key| {
-                let at = |t: Option<DateTime<Utc>>| t.map(time);
-                serde_json::json!({
-                    "kid": key.kid,
-                    "alg": key.alg.name(),
-                    "state": timeline::state_at(key, now).name(),
-                    "created_at": time(key.created_at),
-                    "activates_at": time(key.activates_at),
-                    "deactivates_at": at(key.deactivates_at),
-                    "expires_at": at(key.expires_at),
-                    "revoked_at": at(key.revoked_at),
-                })
-            })
+            .map(|key| timeline::summary_at(key, now))
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {

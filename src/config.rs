@@ -133,6 +133,29 @@ pub struct ServerConfig {
     pub private_listen: Option<SocketAddr>,
 }
 
+impl ServerConfig {
+    /// The listeners that serve endpoints taking credentials (CONTRACT §6.3–6.6),
+    /// with the config key that sets each.
+    pub fn credential_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut listeners = vec![("server.listen", self.listen)];
+        if let Some(private) = self.private_listen {
+            listeners.push(("server.private_listen", private));
+        }
+        listeners
+    }
+
+    /// Whether credential endpoints may be mounted: over TLS, on loopback only,
+    /// or behind a proxy the operator vouches for.
+    pub fn may_serve_credentials(&self) -> bool {
+        self.tls_cert.is_some()
+            || self.allow_plain_http
+            || self
+                .credential_listeners()
+                .iter()
+                .all(|(_, address)| address.ip().is_loopback())
+    }
+}
+
 /// `[keys]`.
 #[derive(Clone, Debug)]
 pub struct KeysConfig {
@@ -474,6 +497,34 @@ impl<'a> Reader<'a> {
         let store = self.read_store(base_dir);
         let issuer = self.read_issuer(keys.as_ref());
         let clients = self.read_clients(keys.as_ref());
+        if !clients.is_empty() {
+            if issuer
+                .as_ref()
+                .is_some_and(|issuer| issuer.issuer.is_none())
+            {
+                self.problem(
+                    "issuer.issuer",
+                    "is required when clients are configured (it is the iss of their tokens)",
+                );
+            }
+            if let Some(server) = &server {
+                for (key, address) in server.credential_listeners() {
+                    if !address.ip().is_loopback()
+                        && server.tls_cert.is_none()
+                        && !server.allow_plain_http
+                    {
+                        self.problem(
+                            key,
+                            format!(
+                                "{address} would serve client credentials over plain HTTP on a non-loopback address: \
+                                 set server.tls_cert and server.tls_key, or allow_plain_http = true if a \
+                                 TLS-terminating proxy is in front"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         Some(Config {
             file: path.to_path_buf(),
             server: server?,
@@ -902,6 +953,8 @@ mod tests {
         let hash = crate::auth::hash_secret("s3cret").unwrap();
         let text = format!(
             r#"
+            [issuer]
+            issuer = "https://auth.example"
             [[clients]]
             id = "orders"
             secret_hash = "{hash}"
@@ -932,6 +985,45 @@ mod tests {
             err.to_string().contains("duplicate client id \"orders\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn credentials_over_plain_http_off_loopback_are_refused() {
+        let hash = crate::auth::hash_secret("s3cret").unwrap();
+        let text = |extra: &str| {
+            format!(
+                r#"
+                [server]
+                listen = "0.0.0.0:8080"
+                {extra}
+                [issuer]
+                issuer = "https://auth.example"
+                [[clients]]
+                id = "orders"
+                secret_hash = "{hash}"
+                "#
+            )
+        };
+        let err = parse(&text("")).unwrap_err();
+        assert_eq!(err.problems[0].key, "server.listen", "{err}");
+        assert!(
+            err.to_string()
+                .contains("plain HTTP on a non-loopback address"),
+            "{err}"
+        );
+        parse(&text("allow_plain_http = true")).unwrap();
+        let err = parse(&text("private_listen = \"10.0.0.1:8081\"")).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+    }
+
+    #[test]
+    fn clients_need_an_issuer() {
+        let hash = crate::auth::hash_secret("s3cret").unwrap();
+        let err = parse(&format!(
+            "[[clients]]\nid = \"a\"\nsecret_hash = \"{hash}\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(err.problems[0].key, "issuer.issuer", "{err}");
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //! - [`rotator`]: the one writer while serving; decides, stores, then publishes.
 //! - [`state`]: the snapshots the rotator publishes for the HTTP handlers.
 //! - [`http`]: the warp routes and server.
-//! - [`auth`]: client-secret hashing.
+//! - [`auth`]: client-secret hashing and the client authenticator.
+//! - [`metrics`]: the Prometheus metrics.
 //! - [`runtime`]: signals and systemd notifications.
 //!
 //! jwkd never publishes or signs with a key the store has not acknowledged, and
@@ -32,6 +33,7 @@ pub mod config;
 pub mod http;
 pub mod keys;
 pub mod keyset;
+pub mod metrics;
 pub mod rotator;
 pub mod runtime;
 pub mod schedule;

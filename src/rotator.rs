@@ -9,6 +9,7 @@
 //! The CLI verbs use [`update_store`] and [`Planner`] too, so a rotation made by
 //! `jwkd rotate` and one made by the daemon go through the same code.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,12 +19,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::keys::{Algorithm, KeyError};
+use crate::keys::{Algorithm, KeyError, Signer};
 use crate::keyset::{Generator, Keyset};
 use crate::schedule::Schedule;
 use crate::state::{JwksDocument, KeysetView, Shared, StoreStatus};
 use crate::store::{KeyStore, Snapshot, StoreError};
-use crate::timeline::{self, Change, Plan, Policy, RevokeError};
+use crate::timeline::{self, Change, KeyState, Plan, Policy, RevokeError};
 
 /// How many times a writer re-reads and re-decides after conflicts before giving up.
 const MAX_CONFLICT_RETRIES: usize = 32;
@@ -193,9 +194,9 @@ pub async fn update_store(
 #[derive(Debug)]
 pub enum Event {
     /// Rotate now (admin API); the reply carries what changed.
-    RotateNow(oneshot::Sender<Result<Vec<Change>, String>>),
+    RotateNow(oneshot::Sender<Result<Vec<Change>, OperationError>>),
     /// Revoke a key now (admin API).
-    Revoke(String, oneshot::Sender<Result<Vec<Change>, String>>),
+    Revoke(String, oneshot::Sender<Result<Vec<Change>, OperationError>>),
     /// Re-read the keyset, with this new configuration (SIGHUP).
     Reload(Box<Config>),
 }
@@ -259,13 +260,14 @@ impl Rotator {
             .await
             {
                 Ok((stored, changes)) => {
-                    log_changes(&changes);
+                    self.count_changes(&changes);
                     if !changes.is_empty() {
                         self.record_success();
                     }
                     self.snapshot = Some(stored);
                 }
                 Err(err) => {
+                    self.shared.metrics.rotation_failures.inc();
                     self.record_failure(&err.to_string());
                     // Keep the last good keyset: never publish what was not stored.
                     self.snapshot = Some(snapshot);
@@ -296,7 +298,17 @@ impl Rotator {
         }));
     }
 
+    fn count_changes(&self, changes: &[Change]) {
+        log_changes(changes);
+        let made = changes
+            .iter()
+            .filter(|change| matches!(change, Change::NewNext { .. }))
+            .count();
+        self.shared.metrics.rotations.inc_by(made as u64);
+    }
+
     fn record_failure(&mut self, error: &str) {
+        self.shared.metrics.store_errors.inc();
         let delay = self
             .retry_delay
             .map_or(RETRY_INITIAL, |delay| (delay * 2).min(RETRY_MAX));
@@ -335,10 +347,42 @@ impl Rotator {
             );
             Some(document)
         };
+        let signers = self.signers_for(&snapshot.keyset, &current.signers, now);
         self.shared.view.store(Arc::new(KeysetView {
             keyset: Arc::new(snapshot.keyset.clone()),
             jwks,
+            signers,
         }));
+    }
+
+    /// Parsed signers for the keys that sign now or will next, reusing those
+    /// already parsed.
+    fn signers_for(
+        &self,
+        keyset: &Keyset,
+        previous: &HashMap<String, Arc<Signer>>,
+        now: DateTime<Utc>,
+    ) -> HashMap<String, Arc<Signer>> {
+        let mut signers = HashMap::new();
+        for key in &keyset.keys {
+            if !matches!(
+                timeline::state_at(key, now),
+                KeyState::Current | KeyState::Next
+            ) {
+                continue;
+            }
+            if let Some(signer) = previous.get(&key.kid) {
+                signers.insert(key.kid.clone(), Arc::clone(signer));
+                continue;
+            }
+            match Signer::new(&key.key, &key.kid) {
+                Ok(signer) => {
+                    signers.insert(key.kid.clone(), Arc::new(signer));
+                }
+                Err(err) => tracing::error!(kid = %key.kid, %err, "cannot load a signing key"),
+            }
+        }
+        signers
     }
 
     fn sleep_after(&self, now: DateTime<Utc>, refresh_interval: Duration) -> Duration {
@@ -347,13 +391,17 @@ impl Rotator {
             let since = (now - last).to_std().unwrap_or_default();
             sleep = sleep.min(refresh_interval.saturating_sub(since));
         }
+        if let Some(retry) = self.retry_delay {
+            // After a failure the refresh is overdue: without this it would be retried
+            // at once, in a tight loop. Wait out the backoff instead, but never longer
+            // than a healthy replica waits between reads, so that every replica notices
+            // a recovered store within the refresh interval.
+            sleep = jitter(retry.min(refresh_interval));
+        }
         if let Some(snapshot) = &self.snapshot
             && let Some(transition) = timeline::next_transition_after(&snapshot.keyset, now)
         {
             sleep = sleep.min((transition - now).to_std().unwrap_or_default());
-        }
-        if let Some(retry) = self.retry_delay {
-            sleep = sleep.min(jitter(retry));
         }
         // Wake a hair after a transition, never before it, and never spin.
         sleep.max(Duration::from_millis(5)) + Duration::from_millis(2)
@@ -370,6 +418,13 @@ impl Rotator {
                 let _ = reply.send(result);
             }
             Event::Reload(config) => {
+                match crate::auth::Authenticator::new(&config.clients) {
+                    Ok(auth) => self.shared.auth.store(Arc::new(auth)),
+                    Err(err) => {
+                        tracing::error!(%err, "reload refused, keeping the running config");
+                        return;
+                    }
+                }
                 self.planner = Planner::new(&config);
                 self.shared.config.store(Arc::new(*config));
                 self.last_refresh = None;
@@ -378,7 +433,7 @@ impl Rotator {
         }
     }
 
-    async fn run(&mut self, operation: &Operation) -> Result<Vec<Change>, String> {
+    async fn run(&mut self, operation: &Operation) -> Result<Vec<Change>, OperationError> {
         let result = update_store(
             self.store.as_ref(),
             &self.planner,
@@ -389,14 +444,19 @@ impl Rotator {
         .await;
         match result {
             Ok((snapshot, changes)) => {
-                log_changes(&changes);
+                self.count_changes(&changes);
                 self.snapshot = Some(snapshot);
                 self.last_refresh = Some(self.clock.now());
                 self.record_success();
                 self.publish(self.clock.now());
                 Ok(changes)
             }
-            Err(err) => Err(err.to_string()),
+            Err(err) => {
+                if let OperationError::Store(store_error) = &err {
+                    self.record_failure(&store_error.to_string());
+                }
+                Err(err)
+            }
         }
     }
 
@@ -468,7 +528,7 @@ mod tests {
     #[tokio::test]
     async fn nothing_is_published_that_was_not_stored() {
         let store = Arc::new(MemoryStore::default());
-        let shared = Arc::new(Shared::new(config()));
+        let shared = Arc::new(Shared::new(config()).unwrap());
         let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
 
         store.unavailable.store(true, Ordering::SeqCst);
@@ -502,15 +562,20 @@ mod tests {
             );
         }
         assert!(after.jwks.is_some());
+        // Not ready: the rotation came due with no successor stored, and the store is down.
         let reason = shared.readiness_at(Utc::now()).unwrap_err();
-        assert!(reason.contains("store"), "{reason}");
+        assert!(
+            reason.contains("store") || reason.contains("no next key"),
+            "{reason}"
+        );
+        assert!(shared.store_status.load().last_error.is_some());
     }
 
     #[tokio::test]
     async fn a_corrupt_store_is_reported_and_left_alone() {
         let store = Arc::new(MemoryStore::default());
         store.put_raw(b"{\"format\": 1, \"keys\": [".to_vec());
-        let shared = Arc::new(Shared::new(config()));
+        let shared = Arc::new(Shared::new(config()).unwrap());
         let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
         rotator.tick().await;
         assert_eq!(store.writes.load(Ordering::SeqCst), 0);

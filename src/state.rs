@@ -8,8 +8,13 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 
+use std::collections::HashMap;
+
+use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::keys::{Algorithm, Signer};
 use crate::keyset::Keyset;
+use crate::metrics::Metrics;
 use crate::timeline::{self, KeyState};
 
 /// The JWKS response body and its validators, built once per change of the
@@ -62,6 +67,16 @@ pub struct KeysetView {
     pub keyset: Arc<Keyset>,
     /// The prebuilt JWKS; `None` until a keyset has been loaded.
     pub jwks: Option<JwksDocument>,
+    /// Parsed signing keys of every key that was next or current when published, by kid.
+    pub signers: HashMap<String, Arc<Signer>>,
+}
+
+impl KeysetView {
+    /// The signer of the current key of `alg` at `now`.
+    pub fn current_signer_at(&self, alg: Algorithm, now: DateTime<Utc>) -> Option<Arc<Signer>> {
+        let key = timeline::current_at(&self.keyset, alg, now)?;
+        self.signers.get(&key.kid).cloned()
+    }
 }
 
 /// The health of the store as the rotator last saw it.
@@ -82,19 +97,29 @@ pub struct Shared {
     pub store_status: ArcSwap<StoreStatus>,
     /// The configuration in force (replaced on reload).
     pub config: ArcSwap<Config>,
+    /// Client authentication for the configured clients (replaced on reload).
+    pub auth: ArcSwap<Authenticator>,
+    /// Metrics.
+    pub metrics: Metrics,
 }
 
 impl Shared {
     /// Fresh state: nothing loaded yet.
-    pub fn new(config: Config) -> Shared {
-        Shared {
+    ///
+    /// # Errors
+    /// When the authenticator cannot be set up (no randomness).
+    pub fn new(config: Config) -> Result<Shared, String> {
+        Ok(Shared {
             view: ArcSwap::from_pointee(KeysetView {
                 keyset: Arc::new(Keyset::default()),
                 jwks: None,
+                signers: HashMap::new(),
             }),
             store_status: ArcSwap::from_pointee(StoreStatus::default()),
+            auth: ArcSwap::from_pointee(Authenticator::new(&config.clients)?),
             config: ArcSwap::from_pointee(config),
-        }
+            metrics: Metrics::new(),
+        })
     }
 
     /// Whether the daemon is ready to serve (CONTRACT §6.7): a keyset is loaded,

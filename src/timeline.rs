@@ -216,16 +216,6 @@ pub enum Change {
         /// True when this skipped pre-publication (emergency revocation).
         early: bool,
     },
-    /// A rotation asked for while the previous one is still waiting for its
-    /// next key to be published long enough: nothing more to do.
-    AlreadyPending {
-        /// Its family.
-        alg: Algorithm,
-        /// The key that becomes current.
-        kid: String,
-        /// When.
-        activates_at: DateTime<Utc>,
-    },
     /// A key was revoked.
     Revoked {
         /// Its family.
@@ -286,15 +276,6 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
-            Change::AlreadyPending {
-                alg,
-                kid,
-                activates_at,
-            } => write!(
-                f,
-                "{alg}: a rotation is already pending: key {kid} becomes current at {}",
-                at(activates_at)
-            ),
             Change::Revoked { alg, kid } => write!(f, "{alg}: key {kid} revoked"),
             Change::Retired { alg, kid } => {
                 write!(f, "{alg}: key {kid} retired (family no longer configured)")
@@ -563,9 +544,10 @@ fn prune(keys: &mut Vec<KeyRecord>, policy: Policy, now: DateTime<Utc>, changes:
     });
 }
 
-/// Rotates every configured family now (CONTRACT §2 `jwkd rotate`): the next key
-/// becomes current at once if it has been published for the lead, else as soon as
-/// it has; a new next key is made for the rotation after that.
+/// Rotates every configured family now (CONTRACT §2 `jwkd rotate`): the newest
+/// next key becomes current at once if it has been published for the lead, else as
+/// soon as it has; a new next key is made for the rotation after that. Every call
+/// makes one new key per family, also when an earlier rotation is still pending.
 ///
 /// # Errors
 /// Only when `maker` fails.
@@ -583,39 +565,37 @@ pub fn rotate_at<M: KeyMaker>(
         let Some(current) = current_at(&keyset, alg, now).map(|key| key.kid.clone()) else {
             continue;
         };
-        let Some(next) = next_at(&keyset, alg, now).map(|key| key.kid.clone()) else {
+        // Next keys in activation order. Usually one; more when earlier rotations
+        // are still waiting for their keys to be published long enough.
+        let mut next: Vec<usize> = (0..keyset.keys.len())
+            .filter(|&key_idx| {
+                keyset.keys[key_idx].alg == alg
+                    && state_at(&keyset.keys[key_idx], now) == KeyState::Next
+            })
+            .collect();
+        next.sort_by_key(|&key_idx| keyset.keys[key_idx].activates_at);
+        let Some(&newest) = next.last() else {
             continue;
         };
-        let pending = keyset
-            .keys
-            .iter()
-            .filter(|key| key.alg == alg && state_at(key, now) == KeyState::Next)
-            .count()
-            > 1;
-        if pending {
-            // An earlier rotation moved this key forward and made its successor;
-            // rotating again would only stack up more next keys.
-            let activates_at = keyset.get(&next).map_or(now, |key| key.activates_at);
-            changes.push(Change::AlreadyPending {
-                alg,
-                kid: next,
-                activates_at,
-            });
-            continue;
+        // The newest next key signs as soon as it is safe; keys queued before it
+        // keep their (earlier or equal) start, so the chain stays in order.
+        let promote_at = now.max(keyset.keys[newest].created_at + plan.policy.lead);
+        keyset.keys[newest].activates_at = promote_at;
+        for &key_idx in &next {
+            let key = &mut keyset.keys[key_idx];
+            key.activates_at = key.activates_at.min(promote_at);
         }
-        let position =
-            |keyset: &Keyset, kid: &str| keyset.keys.iter().position(|key| key.kid == kid);
-        let (Some(current_idx), Some(next_idx)) =
-            (position(&keyset, &current), position(&keyset, &next))
-        else {
-            continue;
-        };
-        let promote_at = now.max(keyset.keys[next_idx].created_at + plan.policy.lead);
-        keyset.keys[next_idx].activates_at = promote_at;
-        plan.set_deactivation(&mut keyset.keys[current_idx], Some(promote_at));
+        let mut previous = keyset.keys.iter().position(|key| key.kid == current);
+        for &key_idx in &next {
+            let start = keyset.keys[key_idx].activates_at;
+            if let Some(previous_idx) = previous {
+                plan.set_deactivation(&mut keyset.keys[previous_idx], Some(start));
+            }
+            previous = Some(key_idx);
+        }
         changes.push(Change::Promoted {
             alg,
-            kid: next.clone(),
+            kid: keyset.keys[newest].kid.clone(),
             activates_at: promote_at,
             early: false,
         });
@@ -624,7 +604,7 @@ pub fn rotate_at<M: KeyMaker>(
             .activation_for_new_key(now, not_before)
             .unwrap_or((now + plan.policy.lead).max(not_before));
         let key = plan.make(maker, alg, now, activates_at)?;
-        plan.set_deactivation(&mut keyset.keys[next_idx], Some(activates_at));
+        plan.set_deactivation(&mut keyset.keys[newest], Some(activates_at));
         changes.push(Change::NewNext {
             alg,
             kid: key.kid.clone(),
@@ -717,6 +697,22 @@ pub fn revoke_at<M: KeyMaker>(
         changes.extend(more);
     }
     Ok((keyset, changes))
+}
+
+/// One key as `jwkd keys --json` and the admin API show it.
+pub fn summary_at(key: &KeyRecord, now: DateTime<Utc>) -> serde_json::Value {
+    let at =
+        |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    serde_json::json!({
+        "kid": key.kid,
+        "alg": key.alg.name(),
+        "state": state_at(key, now).name(),
+        "created_at": at(Some(key.created_at)),
+        "activates_at": at(Some(key.activates_at)),
+        "deactivates_at": at(key.deactivates_at),
+        "expires_at": at(key.expires_at),
+        "revoked_at": at(key.revoked_at),
+    })
 }
 
 /// Renders keys as the table `jwkd keys` prints: one line per key.

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub error: &'static str,
     /// Human-readable text; never contains secrets or internal causes.
     pub description: String,
+    /// Extra response headers, such as `WWW-Authenticate`.
+    pub headers: Vec<(&'static str, &'static str)>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -29,7 +31,37 @@ impl ApiError {
             status,
             error,
             description: description.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: &'static str) -> ApiError {
+        self.headers.push((name, value));
+        self
+    }
+
+    /// A 400 `invalid_request`.
+    pub fn invalid_request(description: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    /// A 503 when no key can sign.
+    pub fn no_signing_key(alg: crate::keys::Algorithm) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("no current {alg} key is loaded"),
+        )
+    }
+
+    /// A 500 whose cause was logged.
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "internal error",
+        )
     }
 
     /// The 413 for request bodies over the limit.
@@ -48,14 +80,30 @@ impl Reply for ApiError {
             "error": self.error,
             "error_description": self.description,
         });
-        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+        let mut response =
+            warp::reply::with_status(warp::reply::json(&body), self.status).into_response();
+        let headers = response.headers_mut();
+        // Error answers are never worth caching, and some carry credentials' verdicts.
+        headers.insert(
+            "cache-control",
+            warp::http::HeaderValue::from_static("no-store"),
+        );
+        for (name, value) in self.headers {
+            headers.insert(name, warp::http::HeaderValue::from_static(value));
+        }
+        response
     }
 }
 
 /// Turns every rejection into a JSON error with the right status.
 pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
     let error = if let Some(error) = rejection.find::<ApiError>() {
-        ApiError::new(error.status, error.error, error.description.clone())
+        ApiError {
+            status: error.status,
+            error: error.error,
+            description: error.description.clone(),
+            headers: error.headers.clone(),
+        }
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
@@ -66,6 +114,15 @@ pub async fn handle_rejection(rejection: Rejection) -> Result<warp::reply::Respo
         )
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::payload_too_large(super::BODY_LIMIT)
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "unsupported content type",
+        )
     } else {
         tracing::debug!(?rejection, "unhandled rejection");
         ApiError::new(

@@ -1,23 +1,44 @@
-//! The public HTTP API over warp: routes, the body limit, and the server loop.
+//! The HTTP API over warp: routes, the body limit, and the server loop.
 //!
 //! Handlers read published snapshots only (see `state`); they never call the store.
+//! Credential endpoints (token, issuer, admin) are mounted only when clients are
+//! configured; with `server.private_listen` the issuer and admin endpoints move
+//! to that listener.
 
+mod credentials;
+mod discovery;
 mod error;
 mod jwks;
+mod keys_api;
 mod ops;
+pub mod server;
+mod token;
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use warp::Filter;
+use warp::filters::BoxedFilter;
 
 pub use error::ApiError;
 
+use crate::rotator::Event;
 use crate::state::Shared;
 
 /// Request bodies over this many bytes get 413.
 pub const BODY_LIMIT: u64 = 64 * 1024;
+
+/// What the routes need: the shared state and the rotator's inbox.
+#[derive(Clone, Debug)]
+pub struct Api {
+    /// Published state.
+    pub shared: Arc<Shared>,
+    /// Requests to the rotator (admin endpoints).
+    pub events: mpsc::Sender<Event>,
+}
+
+type Route = BoxedFilter<(warp::reply::Response,)>;
 
 fn with_shared(
     shared: Arc<Shared>,
@@ -27,6 +48,14 @@ fn with_shared(
 
 fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::get().or(warp::head()).unify()
+}
+
+fn authorization() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+}
+
+fn body() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {
+    warp::body::content_length_limit(BODY_LIMIT).and(warp::body::bytes())
 }
 
 /// Rejects requests that announce a body over [`BODY_LIMIT`] before any routing.
@@ -43,11 +72,14 @@ fn body_limit() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
         .untuple_one()
 }
 
-/// Every public route, with errors mapped to JSON.
-pub fn routes(
-    shared: Arc<Shared>,
-) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
-    let jwks = warp::path!(".well-known" / "jwks.json")
+fn reply(
+    result: Result<warp::reply::Response, ApiError>,
+) -> Result<warp::reply::Response, warp::Rejection> {
+    result.map_err(warp::reject::custom)
+}
+
+fn jwks_route(shared: &Arc<Shared>) -> Route {
+    warp::path!(".well-known" / "jwks.json")
         .and(get_or_head())
         .and(with_shared(shared.clone()))
         .and(warp::header::optional::<String>("if-none-match"))
@@ -60,38 +92,173 @@ pub fn routes(
                     if_modified_since,
                     accept,
                 };
-                jwks::reply(&shared, &conditions)
-                    .map(warp::Reply::into_response)
-                    .map_err(warp::reject::custom)
+                reply(jwks::reply(&shared, &conditions).map(warp::Reply::into_response))
             },
-        );
+        )
+        .boxed()
+}
+
+fn operations_routes(shared: &Arc<Shared>) -> Route {
     let healthz = warp::path!("healthz").and(get_or_head()).map(ops::healthz);
     let readyz = warp::path!("readyz")
         .and(get_or_head())
-        .and(with_shared(shared))
+        .and(with_shared(shared.clone()))
         .map(|shared: Arc<Shared>| ops::readyz(&shared));
-    body_limit()
-        .and(jwks.or(healthz).unify().or(readyz).unify())
-        .recover(error::handle_rejection)
+    let metrics = warp::path!("metrics")
+        .and(get_or_head())
+        .and(with_shared(shared.clone()))
+        .map(|shared: Arc<Shared>| ops::metrics(&shared));
+    let discovery = warp::path!(".well-known" / "openid-configuration")
+        .or(warp::path!(".well-known" / "oauth-authorization-server"))
         .unify()
+        .and(get_or_head())
+        .and(with_shared(shared.clone()))
+        .and_then(|shared: Arc<Shared>| async move { reply(discovery::document(&shared)) });
+    healthz
+        .or(readyz)
+        .unify()
+        .or(metrics)
+        .unify()
+        .or(discovery)
+        .unify()
+        .boxed()
 }
 
-/// Serves `routes` on `listener` until `shutdown` resolves, then finishes the
-/// requests in flight (mini-redis `server::run`).
-pub async fn serve<F>(
-    listener: tokio::net::TcpListener,
-    routes: F,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) where
-    F: Filter<Extract = (warp::reply::Response,), Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+fn token_route(shared: &Arc<Shared>) -> Route {
+    warp::path!("oauth2" / "token")
+        .and(warp::post())
+        .and(with_shared(shared.clone()))
+        .and(authorization())
+        .and(warp::header::optional::<String>("content-type"))
+        .and(body())
+        .and_then(|shared, authorization, content_type, body| async move {
+            reply(token::token(shared, authorization, content_type, body).await)
+        })
+        .boxed()
+}
+
+fn issuer_and_admin_routes(api: &Api) -> Route {
+    let shared = api.shared.clone();
+    let signing_keys = warp::path!("v1" / "signing-keys")
+        .and(get_or_head())
+        .and(with_shared(shared.clone()))
+        .and(authorization())
+        .and_then(|shared, authorization| async move {
+            reply(keys_api::signing_keys(shared, authorization).await)
+        });
+    let sign = warp::path!("v1" / "sign")
+        .and(warp::post())
+        .and(with_shared(shared.clone()))
+        .and(authorization())
+        .and(body())
+        .and_then(|shared, authorization, body| async move {
+            reply(keys_api::sign(shared, authorization, body).await)
+        });
+    let events = api.events.clone();
+    let rotate = warp::path!("v1" / "rotate")
+        .and(warp::post())
+        .and(with_shared(shared.clone()))
+        .and(authorization())
+        .and_then(move |shared, authorization| {
+            let events = events.clone();
+            async move {
+                reply(
+                    keys_api::admin(shared, events, authorization, keys_api::AdminAction::Rotate)
+                        .await,
+                )
+            }
+        });
+    let events = api.events.clone();
+    let revoke = warp::path!("v1" / "revoke" / String)
+        .and(warp::post())
+        .and(with_shared(shared))
+        .and(authorization())
+        .and_then(move |kid: String, shared, authorization| {
+            let events = events.clone();
+            async move {
+                reply(
+                    keys_api::admin(
+                        shared,
+                        events,
+                        authorization,
+                        keys_api::AdminAction::Revoke(kid),
+                    )
+                    .await,
+                )
+            }
+        });
+    signing_keys
+        .or(sign)
+        .unify()
+        .or(rotate)
+        .unify()
+        .or(revoke)
+        .unify()
+        .boxed()
+}
+
+/// The route label of a request path, for metrics (bounded cardinality).
+fn route_label(path: &str) -> &'static str {
+    const ROUTES: [&str; 11] = [
+        "/.well-known/jwks.json",
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+        "/oauth2/token",
+        "/v1/signing-keys",
+        "/v1/sign",
+        "/v1/rotate",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/v1/revoke",
+    ];
+    ROUTES
+        .into_iter()
+        .find(|route| path == *route || (*route == "/v1/revoke" && path.starts_with("/v1/revoke/")))
+        .unwrap_or("other")
+}
+
+/// The routes a listener serves: every error answered as JSON, every request counted.
+pub trait Served:
+    Filter<Extract: warp::Reply, Error = Infallible> + Clone + Send + Sync + 'static
 {
-    warp::serve(routes)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+}
+
+impl<F> Served for F where
+    F: Filter<Extract: warp::Reply, Error = Infallible> + Clone + Send + Sync + 'static
+{
+}
+
+fn finish(api: &Api, routes: Route) -> impl Served {
+    let shared = api.shared.clone();
+    body_limit()
+        .and(routes)
+        .recover(error::handle_rejection)
+        .unify()
+        .with(warp::log::custom(move |info| {
+            shared
+                .metrics
+                .http_request(route_label(info.path()), info.status().as_u16());
+        }))
+}
+
+/// The routes of the public listener.
+pub fn public_routes(api: &Api, has_private_listener: bool, with_clients: bool) -> impl Served {
+    let shared = &api.shared;
+    let mut routes = jwks_route(shared)
+        .or(operations_routes(shared))
+        .unify()
+        .boxed();
+    if with_clients {
+        routes = routes.or(token_route(shared)).unify().boxed();
+        if !has_private_listener {
+            routes = routes.or(issuer_and_admin_routes(api)).unify().boxed();
+        }
+    }
+    finish(api, routes)
+}
+
+/// The routes of the private listener: the issuer and admin endpoints only.
+pub fn private_routes(api: &Api) -> impl Served {
+    finish(api, issuer_and_admin_routes(api))
 }

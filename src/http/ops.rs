@@ -23,3 +23,18 @@ pub fn readyz(shared: &Arc<Shared>) -> warp::reply::Response {
         }
     }
 }
+
+/// The Prometheus exposition.
+pub fn metrics(shared: &Arc<Shared>) -> warp::reply::Response {
+    let view = shared.view.load();
+    let config = shared.config.load();
+    let text = shared
+        .metrics
+        .render_at(&view.keyset, &config.keys.algorithms, Utc::now());
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}

@@ -44,7 +44,7 @@ impl Algorithm {
         }
     }
 
-    fn ecdsa(self) -> Option<&'static EcdsaSigningAlgorithm> {
+    pub(crate) fn ecdsa(self) -> Option<&'static EcdsaSigningAlgorithm> {
         match self {
             Algorithm::Es256 => Some(&ECDSA_P256_SHA256_FIXED_SIGNING),
             Algorithm::Es384 => Some(&ECDSA_P384_SHA384_FIXED_SIGNING),
@@ -108,6 +108,9 @@ pub enum KeyError {
         /// What the backend said.
         reason: String,
     },
+    /// The crypto backend failed to sign.
+    #[error("cannot sign with the {0} key")]
+    Sign(Algorithm),
     /// The certificate could not be made.
     #[error("cannot make the x5c certificate: {0}")]
     Certificate(String),

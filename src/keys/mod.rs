@@ -6,6 +6,8 @@
 
 mod cert;
 mod generate;
+mod sign;
 
 pub use cert::{Certificate, self_signed_certificate};
 pub use generate::{Algorithm, KeyError, PrivateKey};
+pub use sign::Signer;

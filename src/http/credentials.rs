@@ -1,0 +1,140 @@
+//! Client credentials from a request: HTTP Basic (RFC 6749 §2.3.1, with the
+//! form-urlencoded id and secret), `Bearer <client_id>:<client_secret>` on the
+//! issuer and admin endpoints, or `client_id`/`client_secret` form fields.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use warp::http::StatusCode;
+
+use super::error::ApiError;
+use crate::config::{ClientConfig, Role};
+use crate::state::Shared;
+
+/// A client id and secret as presented.
+pub struct Presented {
+    /// The client id.
+    pub client_id: String,
+    /// The secret; never logged.
+    pub secret: zeroize::Zeroizing<String>,
+}
+
+fn decode_component(text: &str) -> String {
+    form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
+}
+
+/// Reads the `Authorization` header: `Basic` always, `Bearer id:secret` when allowed.
+///
+/// # Errors
+/// `invalid_client` when the header is present but cannot be read.
+pub fn from_header(
+    header: Option<&str>,
+    allow_bearer: bool,
+) -> Result<Option<Presented>, ApiError> {
+    let Some(header) = header else {
+        return Ok(None);
+    };
+    let (scheme, value) = header.trim().split_once(' ').unwrap_or((header, ""));
+    let pair = if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD
+            .decode(value.trim())
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| invalid_client("the Basic credentials are not valid base64"))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or_else(|| invalid_client("the Basic credentials have no ':'"))?;
+        (decode_component(id), decode_component(secret))
+    } else if allow_bearer && scheme.eq_ignore_ascii_case("bearer") {
+        let (id, secret) = value
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| invalid_client("expected Bearer <client_id>:<client_secret>"))?;
+        (id.to_owned(), secret.to_owned())
+    } else {
+        return Err(invalid_client("unsupported authorization scheme"));
+    };
+    Ok(Some(Presented {
+        client_id: pair.0,
+        secret: zeroize::Zeroizing::new(pair.1),
+    }))
+}
+
+/// The 401 for failed client authentication (RFC 6749 §5.2).
+pub fn invalid_client(description: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_client", description).with_header(
+        "www-authenticate",
+        "Basic realm=\"jwkd\", charset=\"UTF-8\"",
+    )
+}
+
+/// Authenticates presented credentials; one answer for unknown clients and wrong secrets.
+///
+/// # Errors
+/// `invalid_client` (401).
+pub async fn authenticate(
+    shared: &Arc<Shared>,
+    presented: Option<Presented>,
+) -> Result<Arc<ClientConfig>, ApiError> {
+    let Some(presented) = presented else {
+        return Err(invalid_client("client authentication is required"));
+    };
+    let auth = shared.auth.load_full();
+    auth.authenticate(&presented.client_id, &presented.secret)
+        .await
+        .ok_or_else(|| invalid_client("client authentication failed"))
+}
+
+/// Authenticates the `Authorization` header and checks the role.
+///
+/// # Errors
+/// 401 without valid credentials, 403 without the role.
+pub async fn authorize(
+    shared: &Arc<Shared>,
+    header: Option<String>,
+    role: Role,
+) -> Result<Arc<ClientConfig>, ApiError> {
+    let presented = from_header(header.as_deref(), true)?;
+    let client = authenticate(shared, presented).await?;
+    if !client.roles.contains(&role) {
+        let name = match role {
+            Role::Issuer => "issuer",
+            Role::Admin => "admin",
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            format!("client {} does not have the {name} role", client.id),
+        ));
+    }
+    Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        let header = format!("Basic {}", STANDARD.encode("my%20client:p%3Ass+word"));
+        let presented = from_header(Some(&header), false).unwrap().unwrap();
+        assert_eq!(presented.client_id, "my client");
+        assert_eq!(presented.secret.as_str(), "p:ss word");
+    }
+
+    #[test]
+    fn bearer_only_where_allowed() {
+        assert!(from_header(Some("Bearer a:b"), false).is_err());
+        let presented = from_header(Some("Bearer a:b:c"), true).unwrap().unwrap();
+        assert_eq!(
+            (presented.client_id.as_str(), presented.secret.as_str()),
+            ("a", "b:c")
+        );
+        assert!(from_header(Some("Basic !!!"), true).is_err());
+        assert!(from_header(None, true).unwrap().is_none());
+    }
+}

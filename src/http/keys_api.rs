@@ -1,0 +1,223 @@
+//! The issuer endpoints (`GET /v1/signing-keys`, `POST /v1/sign`) and the admin
+//! endpoints (`POST /v1/rotate`, `POST /v1/revoke/{kid}`).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+use warp::Reply;
+use warp::http::StatusCode;
+
+use super::credentials;
+use super::error::ApiError;
+use super::token::new_jti;
+use crate::config::Role;
+use crate::keyset::KeyRecord;
+use crate::rotator::{Event, OperationError};
+use crate::state::Shared;
+use crate::timeline;
+
+fn no_store(body: &Value) -> warp::reply::Response {
+    let mut response = warp::reply::json(body).into_response();
+    response.headers_mut().insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+fn time(at: Option<DateTime<Utc>>) -> Value {
+    at.map_or(Value::Null, |at| {
+        json!(at.to_rfc3339_opts(SecondsFormat::Secs, true))
+    })
+}
+
+fn signing_key(key: &KeyRecord) -> Result<Value, ApiError> {
+    let mut jwk = key.key.private_jwk_members().map_err(|err| {
+        tracing::error!(kid = %key.kid, %err, "cannot export a signing key");
+        ApiError::internal()
+    })?;
+    jwk.insert("kid".into(), json!(key.kid));
+    jwk.insert("alg".into(), json!(key.alg.name()));
+    jwk.insert("use".into(), json!("sig"));
+    Ok(json!({
+        "kid": key.kid,
+        "alg": key.alg.name(),
+        "activates_at": time(Some(key.activates_at)),
+        "deactivates_at": time(key.deactivates_at),
+        "jwk": jwk,
+    }))
+}
+
+/// `GET /v1/signing-keys`.
+///
+/// # Errors
+/// 401/403, or 503 when the family has no current key.
+pub async fn signing_keys(
+    shared: Arc<Shared>,
+    authorization: Option<String>,
+) -> Result<warp::reply::Response, ApiError> {
+    let client = credentials::authorize(&shared, authorization, Role::Issuer).await?;
+    let now = Utc::now();
+    let view = shared.view.load();
+    let current = timeline::current_at(&view.keyset, client.algorithm, now)
+        .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
+    let next = timeline::next_at(&view.keyset, client.algorithm, now);
+    tracing::info!(target: "jwkd::audit", client = %client.id, kid = %current.kid, "signing keys pulled");
+    let body = json!({
+        "current": signing_key(current)?,
+        "next": next.map(signing_key).transpose()?,
+    });
+    Ok(no_store(&body))
+}
+
+/// `POST /v1/sign`: claims in, a compact JWS out; `iat`, `nbf` and `jti` set,
+/// `iss` filled in when absent, `exp` capped at `iat + max_token_lifetime`.
+///
+/// # Errors
+/// 401/403, 400 for a body that is not a JSON object or a bad `exp`, 503 without a key.
+pub async fn sign(
+    shared: Arc<Shared>,
+    authorization: Option<String>,
+    body: Bytes,
+) -> Result<warp::reply::Response, ApiError> {
+    let client = credentials::authorize(&shared, authorization, Role::Issuer).await?;
+    let mut claims: Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Object(claims)) => claims,
+        Ok(_) => {
+            return Err(ApiError::invalid_request(
+                "the body must be a JSON object of claims",
+            ));
+        }
+        Err(err) => {
+            return Err(ApiError::invalid_request(format!(
+                "the body is not JSON: {err}"
+            )));
+        }
+    };
+    let config = shared.config.load();
+    let now = Utc::now();
+    let iat = now.timestamp();
+    let cap =
+        iat + i64::try_from(config.keys.max_token_lifetime.as_secs()).unwrap_or(i64::MAX - iat);
+    let default_exp = iat + i64::try_from(config.issuer.token_lifetime.as_secs()).unwrap_or(0);
+    let requested = match claims.get("exp") {
+        None => None,
+        Some(Value::Number(exp)) => Some(
+            exp.as_i64()
+                .or_else(|| exp.as_f64().map(|exp| exp.floor() as i64))
+                .ok_or_else(|| ApiError::invalid_request("exp is not a usable number"))?,
+        ),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "exp must be a number (seconds since the epoch)",
+            ));
+        }
+    };
+    let (exp, exp_capped) = match requested {
+        Some(exp) if exp > cap => (cap, true),
+        Some(exp) if exp <= iat => {
+            return Err(ApiError::invalid_request("exp is not in the future"));
+        }
+        Some(exp) => (exp, false),
+        None => (default_exp.min(cap), false),
+    };
+    if !claims.contains_key("iss")
+        && let Some(issuer) = &config.issuer.issuer
+    {
+        claims.insert("iss".into(), json!(issuer));
+    }
+    claims.insert("iat".into(), json!(iat));
+    claims.insert("nbf".into(), json!(iat));
+    claims.insert("exp".into(), json!(exp));
+    claims.insert("jti".into(), json!(new_jti()?));
+    let signer = shared
+        .view
+        .load()
+        .current_signer_at(client.algorithm, now)
+        .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
+    let token = signer.sign_jws("JWT", &claims).map_err(|err| {
+        tracing::error!(%err, "cannot sign a token");
+        ApiError::internal()
+    })?;
+    shared.metrics.tokens_issued.inc();
+    Ok(no_store(&json!({
+        "token": token,
+        "kid": signer.kid(),
+        "exp": exp,
+        "exp_capped": exp_capped,
+    })))
+}
+
+/// What an admin asked for.
+pub enum AdminAction {
+    /// Rotate now.
+    Rotate,
+    /// Revoke this kid.
+    Revoke(String),
+}
+
+/// `POST /v1/rotate` and `POST /v1/revoke/{kid}`: the same path as the CLI verbs,
+/// run by the rotator; audited in the log.
+///
+/// # Errors
+/// 401/403; 404 for an unknown kid; 409 for a kid already revoked; 503 when the store fails.
+pub async fn admin(
+    shared: Arc<Shared>,
+    events: mpsc::Sender<Event>,
+    authorization: Option<String>,
+    action: AdminAction,
+) -> Result<warp::reply::Response, ApiError> {
+    let client = credentials::authorize(&shared, authorization, Role::Admin).await?;
+    let (reply, answer) = oneshot::channel();
+    let (event, what) = match action {
+        AdminAction::Rotate => (Event::RotateNow(reply), "rotate".to_owned()),
+        AdminAction::Revoke(kid) => {
+            let what = format!("revoke {kid}");
+            (Event::Revoke(kid, reply), what)
+        }
+    };
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the rotator is not running",
+        )
+    };
+    events.send(event).await.map_err(|_| unavailable())?;
+    let result = answer.await.map_err(|_| unavailable())?;
+    let changes = match result {
+        Ok(changes) => changes,
+        Err(err) => {
+            tracing::warn!(target: "jwkd::audit", client = %client.id, action = %what, %err, "admin action failed");
+            return Err(match err {
+                OperationError::UnknownKid(_) => {
+                    ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
+                }
+                OperationError::AlreadyRevoked(_) => {
+                    ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string())
+                }
+                _ => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    err.to_string(),
+                ),
+            });
+        }
+    };
+    for change in &changes {
+        tracing::info!(target: "jwkd::audit", client = %client.id, action = %what, "{change}");
+    }
+    let now = Utc::now();
+    let view = shared.view.load();
+    let keys: Vec<Value> = view
+        .keyset
+        .keys
+        .iter()
+        .map(|key| timeline::summary_at(key, now))
+        .collect();
+    let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    Ok(no_store(&json!({"keys": keys, "changes": changes})))
+}

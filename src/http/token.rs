@@ -1,0 +1,193 @@
+//! `POST /oauth2/token`: the client-credentials grant (RFC 6749 §4.4) issuing
+//! RFC 9068 access tokens signed by the current key of the client's family.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+use warp::Reply;
+use warp::http::StatusCode;
+
+use super::credentials::{self, Presented};
+use super::error::ApiError;
+use crate::state::Shared;
+
+/// A fresh random `jti`.
+pub fn new_jti() -> Result<String, ApiError> {
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal())?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The request parameters, each at most once (RFC 6749 §3.2).
+fn parse_form(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    let mut params = Map::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        if params
+            .insert(name.to_string(), Value::String(value.into_owned()))
+            .is_some()
+        {
+            return Err(ApiError::invalid_request(format!(
+                "parameter {name} is repeated"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+fn param<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    params
+        .get(name)
+        .and_then(Value::as_str)
+        .filter(|value| !value.is_empty())
+}
+
+/// Handles a token request.
+///
+/// # Errors
+/// RFC 6749 §5.2 errors.
+pub async fn token(
+    shared: Arc<Shared>,
+    authorization: Option<String>,
+    content_type: Option<String>,
+    body: Bytes,
+) -> Result<warp::reply::Response, ApiError> {
+    let form_type = content_type
+        .as_deref()
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|value| {
+            value
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form_type {
+        return Err(ApiError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let params = parse_form(&body)?;
+    match param(&params, "grant_type") {
+        None => return Err(ApiError::invalid_request("grant_type is required")),
+        Some("client_credentials") => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            ));
+        }
+    }
+    let from_header = credentials::from_header(authorization.as_deref(), false)?;
+    let in_form = param(&params, "client_id").is_some() || params.contains_key("client_secret");
+    let presented = match (from_header, in_form) {
+        (Some(_), true) => {
+            return Err(ApiError::invalid_request(
+                "use one client authentication method, not both",
+            ));
+        }
+        (Some(presented), false) => Some(presented),
+        (None, true) => Some(Presented {
+            client_id: param(&params, "client_id").unwrap_or_default().to_owned(),
+            secret: zeroize::Zeroizing::new(
+                params
+                    .get("client_secret")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+        }),
+        (None, false) => None,
+    };
+    let client = credentials::authenticate(&shared, presented).await?;
+
+    let audience = match param(&params, "audience") {
+        Some(audience) if client.audiences.iter().any(|allowed| allowed == audience) => {
+            audience.to_owned()
+        }
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "the client may not ask for that audience",
+            ));
+        }
+        None => client.audiences.first().cloned().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                "the client has no audience configured",
+            )
+        })?,
+    };
+    let scopes: Vec<String> = match param(&params, "scope") {
+        Some(requested) => {
+            let requested: BTreeSet<&str> = requested
+                .split(' ')
+                .filter(|scope| !scope.is_empty())
+                .collect();
+            if let Some(denied) = requested
+                .iter()
+                .find(|scope| !client.scopes.iter().any(|allowed| allowed == *scope))
+            {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    format!("the client may not ask for scope {denied:?}"),
+                ));
+            }
+            requested.into_iter().map(str::to_owned).collect()
+        }
+        None => client.scopes.clone(),
+    };
+    let scope = scopes.join(" ");
+
+    let config = shared.config.load();
+    let now = Utc::now();
+    let signer = shared
+        .view
+        .load()
+        .current_signer_at(client.algorithm, now)
+        .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
+    let lifetime = config.issuer.token_lifetime.as_secs();
+    let iat = now.timestamp();
+    let mut claims = Map::new();
+    if let Some(issuer) = &config.issuer.issuer {
+        claims.insert("iss".into(), json!(issuer));
+    }
+    claims.insert("sub".into(), json!(client.id));
+    claims.insert("client_id".into(), json!(client.id));
+    claims.insert("aud".into(), json!(audience));
+    claims.insert("iat".into(), json!(iat));
+    claims.insert("nbf".into(), json!(iat));
+    claims.insert(
+        "exp".into(),
+        json!(iat + i64::try_from(lifetime).unwrap_or(i64::MAX - iat)),
+    );
+    claims.insert("jti".into(), json!(new_jti()?));
+    if !scope.is_empty() {
+        claims.insert("scope".into(), json!(scope));
+    }
+    let access_token = signer.sign_jws("at+jwt", &claims).map_err(|err| {
+        tracing::error!(%err, "cannot sign a token");
+        ApiError::internal()
+    })?;
+    shared.metrics.tokens_issued.inc();
+    let body = json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "scope": scope,
+    });
+    let mut response = warp::reply::json(&body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    headers.insert("pragma", warp::http::HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
