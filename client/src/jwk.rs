@@ -1,10 +1,18 @@
 //! JSON Web Key (RFC 7517/7518) and JWK Set types shared by the daemon and the verifier.
 //!
 //! Only public members are modelled on [`Jwk`]: a key with private members is a
-//! different type on the daemon side, so a private parameter cannot end up in a
-//! published set by accident.
+//! different type, [`PrivateJwk`], so a private parameter cannot end up in a
+//! published set by accident. [`PrivateJwk`] is what `/v1/signing-keys` hands to an
+//! issuer; its `Debug` never prints key material and its secrets are zeroized on drop.
+//!
+//! The verifier does not use [`JwkSet`]'s strict deserializer for fetched sets: it
+//! parses each key on its own (see [`KeySet`](crate::KeySet)) so one unusable key does
+//! not reject the whole set.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 /// A public JSON Web Key as jwkd publishes it.
 ///
@@ -85,6 +93,121 @@ pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
+/// A private JSON Web Key: the public parameters plus the private ones.
+///
+/// `Debug` prints the kid and algorithm only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivateJwk {
+    /// Key type specific parameters, public and private.
+    #[serde(flatten)]
+    pub params: PrivateJwkParams,
+    /// Key identifier: the RFC 7638 thumbprint of the public key.
+    pub kid: String,
+    /// The JWS algorithm this key signs with.
+    pub alg: String,
+    /// Intended use (`sig`), if stated.
+    #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
+    pub use_: Option<String>,
+}
+
+impl fmt::Debug for PrivateJwk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateJwk")
+            .field("kty", &self.params.kty())
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parameters of a private key, tagged by `kty`. All values are base64url.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kty")]
+pub enum PrivateJwkParams {
+    /// Elliptic curve key (RFC 7518 §6.2.2).
+    #[serde(rename = "EC")]
+    Ec {
+        /// Curve name: `P-256` or `P-384`.
+        crv: String,
+        /// X coordinate.
+        x: String,
+        /// Y coordinate.
+        y: String,
+        /// The private scalar, fixed length for the curve.
+        d: String,
+    },
+    /// Octet key pair (RFC 8037), used for Ed25519.
+    #[serde(rename = "OKP")]
+    Okp {
+        /// Curve name: `Ed25519`.
+        crv: String,
+        /// The public key.
+        x: String,
+        /// The private key (the 32-byte seed).
+        d: String,
+    },
+    /// RSA key (RFC 7518 §6.3.2), with the CRT parameters.
+    #[serde(rename = "RSA")]
+    Rsa {
+        /// Modulus.
+        n: String,
+        /// Public exponent.
+        e: String,
+        /// Private exponent.
+        d: String,
+        /// First prime factor.
+        p: String,
+        /// Second prime factor.
+        q: String,
+        /// First factor CRT exponent.
+        dp: String,
+        /// Second factor CRT exponent.
+        dq: String,
+        /// First CRT coefficient.
+        qi: String,
+    },
+}
+
+impl PrivateJwkParams {
+    /// The `kty` name.
+    pub fn kty(&self) -> &'static str {
+        match self {
+            PrivateJwkParams::Ec { .. } => "EC",
+            PrivateJwkParams::Okp { .. } => "OKP",
+            PrivateJwkParams::Rsa { .. } => "RSA",
+        }
+    }
+}
+
+impl fmt::Debug for PrivateJwkParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrivateJwkParams")
+            .field("kty", &self.kty())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PrivateJwkParams {
+    fn drop(&mut self) {
+        match self {
+            PrivateJwkParams::Ec { d, .. } | PrivateJwkParams::Okp { d, .. } => d.zeroize(),
+            PrivateJwkParams::Rsa {
+                d,
+                p,
+                q,
+                dp,
+                dq,
+                qi,
+                ..
+            } => {
+                for secret in [d, p, q, dp, dq, qi] {
+                    secret.zeroize();
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,5 +244,18 @@ mod tests {
             params.thumbprint_input(),
             r#"{"e":"AQAB","kty":"RSA","n":"0vx7"}"#
         );
+    }
+
+    #[test]
+    fn private_jwk_debug_hides_key_material() {
+        let jwk: PrivateJwk = serde_json::from_str(
+            r#"{"kty":"OKP","crv":"Ed25519","x":"pub","d":"SECRET","kid":"k","alg":"EdDSA","use":"sig"}"#,
+        )
+        .unwrap();
+        let debug = format!("{jwk:?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert!(debug.contains("OKP") && debug.contains("EdDSA"), "{debug}");
+        let json = serde_json::to_string(&jwk).unwrap();
+        assert!(json.contains(r#""d":"SECRET""#), "{json}");
     }
 }
