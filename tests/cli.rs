@@ -1,0 +1,281 @@
+//! CONTRACT §2: verbs, exit codes, `check-config`, `keys --json`, `hash-secret`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{DateTime, Days, NaiveTime, TimeDelta, Utc};
+
+use crate::util::{
+    self, Key, SLOW_CONFIG, TestDir, hash_secret, jwkd, one_current_per_family, replace_once,
+    run_cmd, show_keys, with_algorithms,
+};
+
+/// The next `n` fire times of the cron `0 3 * * *` (03:00 UTC daily) strictly after `now`.
+fn daily_0300_after(now: DateTime<Utc>, n: usize) -> Vec<DateTime<Utc>> {
+    let three = NaiveTime::from_hms_opt(3, 0, 0).expect("valid time");
+    let mut day = now.date_naive();
+    let mut fires = Vec::new();
+    while fires.len() < n {
+        let fire = day.and_time(three).and_utc();
+        if fire > now {
+            fires.push(fire);
+        }
+        day = day.checked_add_days(Days::new(1)).expect("date in range");
+    }
+    fires
+}
+
+/// Whether `text` shows `time` in a usual UTC rendering (RFC 3339 or `YYYY-MM-DD HH:MM[:SS]`).
+fn shows_time(text: &str, time: DateTime<Utc>) -> bool {
+    [
+        time.format("%Y-%m-%dT%H:%M:%S").to_string(),
+        time.format("%Y-%m-%d %H:%M:%S").to_string(),
+        time.format("%Y-%m-%d %H:%M").to_string(),
+    ]
+    .iter()
+    .any(|rendering| text.contains(rendering.as_str()))
+}
+
+#[test]
+fn check_config_prints_next_rotations_and_retention() {
+    // Retention of a retired key = max_token_lifetime + clock_skew = 1h5m.
+    let config = with_algorithms(
+        &replace_once(SLOW_CONFIG, r#"clock_skew = "1m""#, r#"clock_skew = "5m""#),
+        &["ES256", "EdDSA"],
+    );
+    let dir = TestDir::new(&config);
+    let before = Utc::now();
+    let outcome = dir.run("check-config", &[]);
+    let after = Utc::now();
+    outcome.assert_code(0);
+
+    let expected_sets = [daily_0300_after(before, 3), daily_0300_after(after, 3)];
+    let shows_all =
+        |fires: &Vec<DateTime<Utc>>| fires.iter().all(|t| shows_time(&outcome.stdout, *t));
+    assert!(
+        expected_sets.iter().any(shows_all),
+        "expected the next 3 rotations {:?} on stdout\n{outcome}",
+        expected_sets[0]
+    );
+    for family in ["ES256", "EdDSA"] {
+        assert!(
+            outcome.stdout.contains(family),
+            "expected family {family} on stdout\n{outcome}"
+        );
+    }
+    let stdout_lower = outcome.stdout.to_lowercase();
+    assert!(
+        stdout_lower.contains("retention"),
+        "expected the retention on stdout\n{outcome}"
+    );
+    let renderings = ["1h5m", "1h 5m", "65m", "3900s", "1:05:00", "01:05:00"];
+    assert!(
+        renderings.iter().any(|r| stdout_lower.contains(r)),
+        "expected the retention 1h5m (max_token_lifetime + clock_skew) in one of the \
+         renderings {renderings:?} on stdout\n{outcome}"
+    );
+}
+
+#[test]
+fn check_config_honours_jwkd_config_env() {
+    let dir = TestDir::new(SLOW_CONFIG);
+    let mut cmd = jwkd();
+    cmd.arg("check-config")
+        .env("JWKD_CONFIG", dir.config_path());
+    run_cmd(cmd, None, util::CMD_TIMEOUT).assert_code(0);
+}
+
+#[test]
+fn keys_json_on_fresh_store_is_empty_and_creates_nothing() {
+    let dir = TestDir::new(SLOW_CONFIG);
+    let outcome = dir.run("keys", &["--json"]);
+    outcome.assert_code(0);
+    let parsed: serde_json::Value = serde_json::from_str(&outcome.stdout)
+        .unwrap_or_else(|err| panic!("keys --json printed invalid JSON: {err}\n{outcome}"));
+    assert_eq!(
+        parsed,
+        serde_json::json!([]),
+        "expected [] for an empty store\n{outcome}"
+    );
+    assert!(
+        dir.read_store().is_none(),
+        "expected `keys` (a listing) not to create {}",
+        dir.store_path().display()
+    );
+    dir.run("keys", &[]).assert_code(0);
+}
+
+#[test]
+fn keys_json_after_first_start_has_current_and_next_per_family() {
+    let algorithms = ["ES256", "EdDSA"];
+    let dir = TestDir::new(&with_algorithms(SLOW_CONFIG, &algorithms));
+    let started = Utc::now();
+    let mut daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let jwks = daemon.jwks_kids(true);
+    daemon.kill9();
+
+    let keys = dir.keys();
+    let now = Utc::now();
+    let table = show_keys(&keys);
+    one_current_per_family(&keys, &algorithms).unwrap_or_else(|err| panic!("{err}\n{table}"));
+    // Retention = max_token_lifetime + clock_skew; pre-publication = jwks_max_age + clock_skew.
+    let retention = TimeDelta::minutes(61);
+    let lead = TimeDelta::minutes(6);
+    for alg in algorithms {
+        let family: Vec<&Key> = keys.iter().filter(|key| key.alg == alg).collect();
+        let states: Vec<&str> = family.iter().map(|key| key.state.as_str()).collect();
+        let mut sorted = states.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            ["current", "next"],
+            "family {alg}: expected one current and one next key\n{table}"
+        );
+        let current = family
+            .iter()
+            .find(|key| key.state == "current")
+            .expect("checked");
+        let next = family
+            .iter()
+            .find(|key| key.state == "next")
+            .expect("checked");
+        assert_eq!(
+            current.deactivates_at,
+            Some(next.activates_at),
+            "family {alg}: the current key must deactivate when the next activates\n{table}"
+        );
+        assert!(
+            next.activates_at >= next.created_at + lead
+                && next.activates_at <= next.created_at + lead + TimeDelta::days(1)
+                && next.activates_at.time() == NaiveTime::from_hms_opt(3, 0, 0).expect("valid"),
+            "family {alg}: the next key must activate at the first 03:00 UTC at least \
+             jwks_max_age + clock_skew (6m) after its creation\n{table}"
+        );
+    }
+    for key in &keys {
+        assert!(
+            key.kid.len() == 43
+                && key
+                    .kid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "kid must be a base64url SHA-256 thumbprint (43 chars), got {:?}\n{table}",
+            key.kid
+        );
+        assert!(
+            key.created_at >= started - TimeDelta::seconds(1) && key.created_at <= now,
+            "created_at must lie within the test run ({started} .. {now})\n{table}"
+        );
+        assert_eq!(
+            key.expires_at,
+            key.deactivates_at.map(|at| at + retention),
+            "expires_at must be deactivates_at + max_token_lifetime + clock_skew for {}\n{table}",
+            key.kid
+        );
+        assert_eq!(key.revoked_at, None, "nothing was revoked\n{table}");
+    }
+    let expected: BTreeSet<String> = keys.iter().map(|key| key.kid.clone()).collect();
+    assert_eq!(
+        jwks, expected,
+        "the JWKS must list the current and next keys of every family\n{table}"
+    );
+
+    let human = dir.run("keys", &[]);
+    human.assert_code(0);
+    for key in &keys {
+        assert!(
+            human.stdout.contains(&key.kid),
+            "expected `keys` to list {}\n{human}",
+            key.kid
+        );
+    }
+}
+
+#[test]
+fn hash_secret_reads_stdin_and_prints_a_salted_hash() {
+    let secret = "correct-horse-battery-staple";
+    let first = hash_secret(&format!("{secret}\n"));
+    let second = hash_secret(&format!("{secret}\n"));
+    for hash in [&first, &second] {
+        assert!(
+            !hash.contains(secret) && !hash.contains("correct-horse"),
+            "the hash must not contain the secret, got {hash:?}"
+        );
+        assert_eq!(hash.lines().count(), 1, "expected one line, got {hash:?}");
+    }
+    assert_ne!(
+        first, second,
+        "expected a salted hash: two hashes of one secret must differ"
+    );
+
+    // The output is what goes into `secret_hash`.
+    let config = format!(
+        "{SLOW_CONFIG}\n[issuer]\nissuer = \"https://issuer.test\"\ntoken_lifetime = \"15m\"\n\n\
+         [[clients]]\nid = \"orders\"\nsecret_hash = {first:?}\naudiences = [\"payments\"]\n\
+         scopes = [\"payments:write\"]\nroles = []\n"
+    );
+    let dir = TestDir::new(&config);
+    dir.run("check-config", &[]).assert_code(0);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let dir = TestDir::new(SLOW_CONFIG);
+    let config = dir.config_path();
+    let config = config.to_str().expect("utf-8 temp path");
+    let cases: &[&[&str]] = &[
+        &["frobnicate"],
+        &["frobnicate", "--config", config],
+        &[],
+        &["keys", "--config", config, "--frobnicate"],
+        &["revoke", "--config", config],
+    ];
+    let mut failures = Vec::new();
+    for args in cases {
+        let mut cmd = jwkd();
+        cmd.args(*args);
+        let outcome = run_cmd(cmd, None, util::CMD_TIMEOUT);
+        if outcome.code != Some(2) || outcome.stderr.trim().is_empty() {
+            failures.push(format!(
+                "expected exit code 2 and a message on stderr\n{outcome}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn missing_config_file_exits_2_naming_the_path() {
+    let dir = TestDir::new(SLOW_CONFIG);
+    let missing = dir.path().join("nope").join("jwkd.toml");
+    let missing_text = missing.to_str().expect("utf-8 temp path");
+    let mut failures = Vec::new();
+    let mut check = |cmd: std::process::Command, needle: &str| {
+        let outcome = run_cmd(cmd, None, Duration::from_secs(20));
+        if outcome.code != Some(2) || !outcome.stderr.contains(needle) {
+            failures.push(format!(
+                "expected exit code 2 and {needle:?} on stderr\n{outcome}"
+            ));
+        }
+    };
+    for verb in ["check-config", "keys", "rotate", "serve"] {
+        let mut cmd = jwkd();
+        cmd.arg(verb).arg("--config").arg(&missing);
+        check(cmd, missing_text);
+    }
+    let mut via_env = jwkd();
+    via_env.arg("check-config").env("JWKD_CONFIG", &missing);
+    check(via_env, missing_text);
+
+    // Neither --config nor JWKD_CONFIG: the default path.
+    let default = "/etc/jwkd/jwkd.toml";
+    if std::path::Path::new(default).exists() {
+        eprintln!("note: {default} exists on this machine; not checking the default path");
+    } else {
+        let mut cmd = jwkd();
+        cmd.arg("check-config");
+        check(cmd, default);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -1,0 +1,407 @@
+//! CONTRACT §5, file backend: concurrent writers lose nothing, mode 0600, a damaged file is
+//! an error naming it and is never replaced, and changes made beside a running daemon
+//! (`rotate`, `revoke`) reach its JWKS within `store.refresh_interval`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::{
+    self, Daemon, Key, Outcome, SLOW_CONFIG, TestDir, jwkd, one_current_per_family, published,
+    run_cmd, show_keys, with_algorithms,
+};
+
+/// `SLOW_CONFIG` refreshes every second; allow this much on top for process and I/O latency.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Starts the daemon on an empty store, waits until it is ready, kills it: a valid store.
+fn initialized(config: &str) -> TestDir {
+    let dir = TestDir::new(config);
+    let mut daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    daemon.kill9();
+    assert!(
+        dir.read_store().is_some(),
+        "the daemon became ready without writing {}",
+        dir.store_path().display()
+    );
+    dir
+}
+
+/// Polls the daemon's JWKS until it equals `expected`.
+fn wait_for_jwks(
+    daemon: &Daemon,
+    expected: &BTreeSet<String>,
+    timeout: Duration,
+) -> Result<(), String> {
+    util::poll(timeout, || {
+        let kids = daemon.jwks_kids(true);
+        if &kids == expected {
+            Ok(())
+        } else {
+            Err(format!("expected JWKS kids {expected:?}\ngot {kids:?}"))
+        }
+    })
+}
+
+#[test]
+fn concurrent_rotates_beside_a_running_daemon_lose_no_write() {
+    const ROUNDS: usize = 3;
+    const PER_ROUND: usize = 8;
+    let algorithms = ["ES256", "EdDSA"];
+    let dir = TestDir::new(&with_algorithms(SLOW_CONFIG, &algorithms));
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let before = dir.keys();
+
+    let stop = AtomicBool::new(false);
+    let (outcomes, reader_failures) = thread::scope(|scope| {
+        // A reader beside the writers: every listing must load (atomic replacement).
+        let reader = scope.spawn(|| {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let outcome = dir.run("keys", &["--json"]);
+                let parsed = serde_json::from_str::<Vec<serde_json::Value>>(&outcome.stdout);
+                if outcome.code != Some(0) || parsed.is_err() {
+                    failures.push(outcome.to_string());
+                }
+            }
+            failures
+        });
+        let mut outcomes = Vec::new();
+        for _ in 0..ROUNDS {
+            let round: Vec<_> = (0..PER_ROUND)
+                .map(|_| scope.spawn(|| dir.run("rotate", &[])))
+                .collect();
+            outcomes.extend(
+                round
+                    .into_iter()
+                    .map(|handle| handle.join().expect("rotate thread")),
+            );
+        }
+        stop.store(true, Ordering::Relaxed);
+        (outcomes, reader.join().expect("reader thread"))
+    });
+
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|outcome| outcome.code != Some(0) || outcome.stdout.trim().is_empty())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "expected every `jwkd rotate` to exit 0 and say on stdout what it did; {} did not:\n{}",
+        failed.len(),
+        failed
+            .iter()
+            .map(|o| o.to_string())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    );
+    assert!(
+        reader_failures.is_empty(),
+        "`keys --json` failed while rotates ran beside it:\n{}",
+        reader_failures.join("\n\n")
+    );
+
+    let after = dir.keys();
+    let table = show_keys(&after);
+    let before_kids: BTreeSet<&str> = before.iter().map(|key| key.kid.as_str()).collect();
+    let after_kids: BTreeSet<&str> = after.iter().map(|key| key.kid.as_str()).collect();
+    let lost: Vec<&&str> = before_kids.difference(&after_kids).collect();
+    assert!(
+        lost.is_empty(),
+        "keys lost from the store: {lost:?}\n{table}"
+    );
+    // Whatever kid a rotate reported (made or activated) must be in the store.
+    let reported: BTreeSet<&str> = outcomes
+        .iter()
+        .flat_map(|outcome| {
+            outcome
+                .stdout
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        })
+        .filter(|token| token.len() == 43)
+        .collect();
+    let lost: Vec<&&str> = reported.difference(&after_kids).collect();
+    assert!(
+        lost.is_empty(),
+        "kids reported by `jwkd rotate` on stdout are missing from the store: {lost:?}\n{table}"
+    );
+    for alg in algorithms {
+        let created = after
+            .iter()
+            .filter(|key| key.alg == alg && !before_kids.contains(key.kid.as_str()))
+            .count();
+        assert_eq!(
+            created,
+            ROUNDS * PER_ROUND,
+            "family {alg}: expected one new key per rotate ({} rotates); a lost write shows as fewer\n\
+             {table}\n---- what the rotates said (distinct lines) ----\n{}",
+            ROUNDS * PER_ROUND,
+            outcomes
+                .iter()
+                .flat_map(|outcome| outcome.stdout.lines())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    one_current_per_family(&after, &algorithms).unwrap_or_else(|err| panic!("{err}\n{table}"));
+
+    let mode = util::mode(&dir.store_path());
+    assert_eq!(mode, 0o600, "expected store mode 0600, got {mode:o}");
+
+    wait_for_jwks(&daemon, &published(&after), REFRESH_DEADLINE).unwrap_or_else(|err| {
+        panic!(
+            "the daemon did not pick up the rotations within the refresh interval: {err}\n{table}"
+        )
+    });
+}
+
+#[test]
+fn store_is_written_with_mode_0600() {
+    let dir = initialized(SLOW_CONFIG);
+    let mode = util::mode(&dir.store_path());
+    assert_eq!(
+        mode, 0o600,
+        "store written by serve: expected mode 0600, got {mode:o}"
+    );
+
+    let fresh = TestDir::new(SLOW_CONFIG);
+    fresh.run("rotate", &[]).assert_code(0);
+    let mode = util::mode(&fresh.store_path());
+    assert_eq!(
+        mode, 0o600,
+        "store written by rotate: expected mode 0600, got {mode:o}"
+    );
+    // The store was made with the right mode, not fixed up afterwards: a second write keeps it.
+    fresh.run("rotate", &[]).assert_code(0);
+    let mode = util::mode(&fresh.store_path());
+    assert_eq!(
+        mode, 0o600,
+        "store rewritten by rotate: expected mode 0600, got {mode:o}"
+    );
+}
+
+#[test]
+fn damaged_store_is_an_error_naming_the_file_and_is_left_untouched() {
+    let valid = initialized(SLOW_CONFIG)
+        .read_store()
+        .expect("checked in initialized");
+    let damaged: [(&str, Vec<u8>); 4] = [
+        (
+            "garbage",
+            include_bytes!("data/keyset-garbage.bin").to_vec(),
+        ),
+        (
+            "truncated (data file)",
+            include_bytes!("data/keyset-truncated.json").to_vec(),
+        ),
+        (
+            "truncated (a real store cut in half)",
+            valid[..valid.len() / 2].to_vec(),
+        ),
+        ("empty", Vec::new()),
+    ];
+    let some_kid = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k";
+    let verbs: [&[&str]; 5] = [
+        &["keys"],
+        &["keys", "--json"],
+        &["rotate"],
+        &["check-config"],
+        &["revoke", some_kid],
+    ];
+
+    let mut failures = Vec::new();
+    for (name, bytes) in &damaged {
+        let dir = TestDir::new(SLOW_CONFIG);
+        dir.write(util::STORE_FILE, bytes);
+        let store = dir.store_path().display().to_string();
+        let mut judge = |what: String, code: Option<i32>, stderr: &str, shown: String| {
+            if code != Some(2) || !stderr.contains(&store) {
+                failures.push(format!(
+                    "{name} store, {what}: expected exit code 2 and the path {store} on stderr\n{shown}"
+                ));
+            }
+            if dir.read_store().as_ref() != Some(bytes) {
+                failures.push(format!(
+                    "{name} store, {what}: the file was changed\n{shown}"
+                ));
+            }
+        };
+        for args in verbs {
+            let outcome = dir.run(args[0], &args[1..]);
+            judge(
+                args.join(" "),
+                outcome.code,
+                &outcome.stderr,
+                outcome.to_string(),
+            );
+        }
+        let mut daemon = Daemon::spawn(&dir.config_path());
+        let status = daemon.wait_exit(Duration::from_secs(20));
+        let output = daemon.stderr_text();
+        judge(
+            "serve".to_owned(),
+            status.and_then(|status| status.code()),
+            &output,
+            format!("exit status {status:?}\n---- serve output ----\n{output}"),
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn damaged_store_under_a_running_daemon_is_reported_and_never_replaced() {
+    let dir = TestDir::new(SLOW_CONFIG);
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let served = daemon.jwks_kids(true);
+    let good = dir.read_store().expect("the daemon wrote its store");
+
+    // Replace the file atomically, as another writer would.
+    let garbage = include_bytes!("data/keyset-garbage.bin");
+    let replace = |bytes: &[u8]| {
+        let temp = dir.path().join("replacement.tmp");
+        std::fs::write(&temp, bytes).expect("write replacement");
+        std::fs::rename(&temp, dir.store_path()).expect("rename replacement");
+    };
+    replace(garbage);
+
+    let not_ready = util::poll(Duration::from_secs(5), || {
+        let response = daemon.get("/readyz");
+        if response.status == 503 {
+            Ok(response)
+        } else {
+            Err(response.to_string())
+        }
+    });
+    let not_ready = not_ready.unwrap_or_else(|last| {
+        panic!("expected /readyz to answer 503 once the store cannot be read; last answer:\n{last}")
+    });
+    not_ready.assert_json_error(503);
+
+    // Keep serving the last good keyset; never "repair" the file.
+    let still_served = daemon.jwks_kids(true);
+    assert_eq!(
+        still_served, served,
+        "the daemon must keep serving the last good keyset while the store is unreadable"
+    );
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        dir.read_store().as_deref(),
+        Some(&garbage[..]),
+        "the daemon replaced the damaged store {}",
+        dir.store_path().display()
+    );
+    let health = daemon.get("/healthz");
+    assert_eq!(
+        health.status, 200,
+        "/healthz must stay 200 while serving\n{health}"
+    );
+
+    replace(&good);
+    daemon.wait_ready(Duration::from_secs(5));
+    assert_eq!(
+        daemon.jwks_kids(true),
+        served,
+        "JWKS after the store recovered"
+    );
+}
+
+#[test]
+fn revoke_withdraws_the_kid_from_a_running_daemon_within_the_refresh_interval() {
+    let dir = TestDir::new(SLOW_CONFIG);
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let before = dir.keys();
+    let table = show_keys(&before);
+    let find = |keys: &[Key], state: &str| -> Key {
+        keys.iter()
+            .find(|key| key.state == state)
+            .cloned()
+            .unwrap_or_else(|| panic!("expected a {state} key\n{}", show_keys(keys)))
+    };
+    let current = find(&before, "current");
+    let next = find(&before, "next");
+    assert!(
+        daemon.jwks_kids(true).contains(&current.kid),
+        "the current key is published\n{table}"
+    );
+
+    dir.run("revoke", &[&current.kid]).assert_code(0);
+    let revoked_at = Instant::now();
+    let gone = util::poll(REFRESH_DEADLINE, || {
+        let kids = daemon.jwks_kids(true);
+        if kids.contains(&current.kid) {
+            Err(format!("{} still in the JWKS: {kids:?}", current.kid))
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(err) = gone {
+        panic!(
+            "expected the revoked kid out of the JWKS within the refresh interval (1 s, \
+             deadline {REFRESH_DEADLINE:?}); after {:?}: {err}",
+            revoked_at.elapsed()
+        );
+    }
+
+    let after = dir.keys();
+    let after_table = show_keys(&after);
+    let revoked = after
+        .iter()
+        .find(|key| key.kid == current.kid)
+        .unwrap_or_else(|| {
+            panic!("the revoked key must stay in the store as revoked\n{after_table}")
+        });
+    assert!(
+        revoked.state == "revoked" && revoked.revoked_at.is_some(),
+        "expected state revoked with revoked_at set for {}\n{after_table}",
+        current.kid
+    );
+    one_current_per_family(&after, &["ES256"]).unwrap_or_else(|err| panic!("{err}\n{after_table}"));
+    let new_current = find(&after, "current");
+    assert_eq!(
+        new_current.kid, next.kid,
+        "the next key must take over from the revoked current key\n{after_table}"
+    );
+    let new_next = find(&after, "next");
+    assert!(
+        !before.iter().any(|key| key.kid == new_next.kid),
+        "a new next key must be made after the revocation\n{after_table}"
+    );
+    wait_for_jwks(&daemon, &published(&after), REFRESH_DEADLINE)
+        .unwrap_or_else(|err| panic!("JWKS after revoke: {err}\n{after_table}"));
+    daemon.wait_ready(Duration::from_secs(5));
+}
+
+#[test]
+fn revoke_of_an_unknown_kid_fails_with_one_line_and_changes_nothing() {
+    let dir = initialized(SLOW_CONFIG);
+    let before = dir.read_store();
+    let mut cmd = jwkd();
+    cmd.arg("revoke")
+        .arg("--config")
+        .arg(dir.config_path())
+        .arg("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .env("JWKD_LOG", "off");
+    let outcome = run_cmd(cmd, None, util::CMD_TIMEOUT);
+    outcome.assert_code(1);
+    assert_eq!(
+        outcome.stderr_lines().len(),
+        1,
+        "expected a one-line reason on stderr\n{outcome}"
+    );
+    assert!(
+        !outcome.stderr.contains("panicked") && !outcome.stderr.contains("backtrace"),
+        "expected no panic or backtrace\n{outcome}"
+    );
+    assert_eq!(
+        dir.read_store(),
+        before,
+        "a failed revoke must not change the store"
+    );
+}
