@@ -134,3 +134,13 @@ store_contract!(file, {
     ));
     (store, dir)
 });
+
+store_contract!(aws, {
+    // Without the emulator the test says so on stderr and returns here.
+    let Some(store): Option<Arc<dyn KeyStore>> =
+        crate::store::aws::tests::store_for_tests("store contract suite").await
+    else {
+        return;
+    };
+    (store, ())
+});

@@ -6,13 +6,15 @@
 //! and decide again. Backends never repair a document they cannot read.
 //!
 //! - [`file::FileStore`]: a local file, atomic rename, advisory lock.
+//! - [`aws::SecretsManagerStore`]: an AWS Secrets Manager secret, label compare-and-swap.
 //! - [`memory::MemoryStore`]: for unit tests of logic, with fault injection.
 
+pub mod aws;
 pub mod file;
 pub mod memory;
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 
 use std::sync::Arc;
 
@@ -87,14 +89,22 @@ pub trait KeyStore: Send + Sync + 'static {
 /// Opens the configured backend.
 ///
 /// # Errors
-/// [`StoreError::Unavailable`] for a backend this build cannot open.
-pub fn open(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
+/// [`StoreError::Unavailable`] for a backend that cannot be set up (for AWS: no region).
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn KeyStore>, StoreError> {
     match &config.backend {
         Backend::File { path } => Ok(Arc::new(file::FileStore::new(path.clone()))),
-        Backend::AwsSecretsManager { secret_id, .. } => Err(StoreError::Unavailable {
-            location: format!("aws-secrets-manager:{secret_id}"),
-            reason: "the aws-secrets-manager backend is not built into this version yet".into(),
-        }),
+        Backend::AwsSecretsManager {
+            secret_id,
+            region,
+            endpoint_url,
+        } => Ok(Arc::new(
+            aws::SecretsManagerStore::connect(
+                secret_id,
+                region.as_deref(),
+                endpoint_url.as_deref(),
+            )
+            .await?,
+        )),
     }
 }
 

@@ -1,0 +1,725 @@
+//! Tests of the Secrets Manager backend.
+//!
+//! Most run against the emulator `scripts/test` starts (moto, in server mode),
+//! whose URL is in `JWKD_TEST_SM_ENDPOINT`; without it they print loudly which
+//! suite they skipped. Each test uses a secret of its own, so they run in parallel
+//! on one emulator.
+//!
+//! moto accepts two requests real Secrets Manager rejects (a token reused with new
+//! data on a version labelled `AWSPENDING`, and a label moved without
+//! `RemoveFromVersionId`), so a buggy writer could pass against it. The
+//! [`Recorder`] interceptor therefore pins what jwkd *sends*, request by request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_secretsmanager::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
+use aws_sdk_secretsmanager::config::{
+    BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents,
+};
+use aws_sdk_secretsmanager::error::BoxError;
+use serde_json::Value;
+
+use super::*;
+use crate::keys::Algorithm;
+use crate::store::contract::keyset;
+
+/// The emulator's URL, set by `scripts/test`.
+pub const ENDPOINT_VAR: &str = "JWKD_TEST_SM_ENDPOINT";
+
+/// The emulator's URL, or `None` after saying loudly on stderr that `suite` was skipped.
+pub fn endpoint(suite: &str) -> Option<String> {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            // Straight to stderr, not `eprintln!`: the test harness would swallow that
+            // for a passing test, and a skipped suite must never look like a pass.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: {suite} against the aws-secrets-manager backend: {ENDPOINT_VAR} is not \
+                 set. Run ./scripts/test, which starts a Secrets Manager emulator and sets it."
+            );
+            None
+        }
+    }
+}
+
+/// A client configuration for the emulator: static credentials, the production
+/// timeouts and retries.
+pub fn config_builder(endpoint: &str) -> aws_sdk_secretsmanager::config::Builder {
+    aws_sdk_secretsmanager::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
+        .endpoint_url(endpoint)
+        .timeout_config(timeout_config())
+        .retry_config(retry_config())
+}
+
+/// A secret id no other test uses.
+pub fn unique_secret_id(label: &str) -> String {
+    format!("jwkd-test/{label}-{:016x}", rand::random::<u64>())
+}
+
+/// A store on a fresh secret in the emulator, or `None` (said on stderr) without one.
+pub async fn store_for_tests(suite: &str) -> Option<Arc<dyn KeyStore>> {
+    let endpoint = endpoint(suite)?;
+    Some(Arc::new(SecretsManagerStore::with_config(
+        config_builder(&endpoint).build(),
+        &unique_secret_id("contract"),
+    )))
+}
+
+/// One request as it went on the wire: the operation and its JSON body, with
+/// `SecretString` replaced by the SHA-256 of the document (never the keys).
+#[derive(Clone, Debug)]
+struct Sent {
+    operation: String,
+    body: Value,
+}
+
+impl Sent {
+    fn field(&self, name: &str) -> Option<&str> {
+        self.body.get(name).and_then(Value::as_str)
+    }
+}
+
+/// Records every attempt of every call, and can lose the answer to the next
+/// call of an operation (the server did the work; the client sees a 500 and retries).
+#[derive(Clone, Debug, Default)]
+struct Recorder {
+    sent: Arc<Mutex<Vec<Sent>>>,
+    lose_next_answer_of: Arc<Mutex<BTreeSet<String>>>,
+    in_flight: Arc<Mutex<Option<String>>>,
+}
+
+impl Recorder {
+    fn sent(&self) -> Vec<Sent> {
+        self.sent.lock().expect("recorder lock").clone()
+    }
+
+    fn of(&self, operation: &str) -> Vec<Sent> {
+        self.sent()
+            .into_iter()
+            .filter(|sent| sent.operation == operation)
+            .collect()
+    }
+
+    fn lose_next_answer_of(&self, operation: &str) {
+        self.lose_next_answer_of
+            .lock()
+            .expect("recorder lock")
+            .insert(operation.to_owned());
+    }
+}
+
+impl Intercept for Recorder {
+    fn name(&self) -> &'static str {
+        "jwkd-test-recorder"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let request = context.request();
+        let operation = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|target| target.rsplit('.').next())
+            .unwrap_or("?")
+            .to_owned();
+        let mut body: Value = serde_json::from_slice(request.body().bytes().unwrap_or(b"{}"))?;
+        if let Some(secret) = body.get_mut("SecretString") {
+            let text = secret.as_str().unwrap_or_default();
+            *secret = Value::from(format!(
+                "sha256:{}",
+                super::super::content_version(text.as_bytes()).0
+            ));
+        }
+        *self.in_flight.lock().expect("recorder lock") = Some(operation.clone());
+        self.sent
+            .lock()
+            .expect("recorder lock")
+            .push(Sent { operation, body });
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = self.in_flight.lock().expect("recorder lock").take();
+        let lose = operation.is_some_and(|operation| {
+            self.lose_next_answer_of
+                .lock()
+                .expect("recorder lock")
+                .remove(&operation)
+        });
+        if lose {
+            *context.response_mut().status_mut() = 500u16.try_into()?;
+        }
+        Ok(())
+    }
+}
+
+fn recorded_store(endpoint: &str, secret_id: &str) -> (SecretsManagerStore, Recorder) {
+    let recorder = Recorder::default();
+    let config = config_builder(endpoint)
+        .interceptor(recorder.clone())
+        .build();
+    (
+        SecretsManagerStore::with_config(config, secret_id),
+        recorder,
+    )
+}
+
+/// Every `UpdateSecretVersionStage` jwkd sent moved `AWSCURRENT` from a named
+/// version to a named version; every `PutSecretValue` carried a token and only
+/// jwkd's label; no token was ever sent with two different documents.
+fn assert_protocol(sent: &[Sent]) {
+    for request in sent {
+        match request.operation.as_str() {
+            "UpdateSecretVersionStage" => {
+                assert_eq!(
+                    request.field("VersionStage"),
+                    Some(CURRENT_LABEL),
+                    "{request:?}"
+                );
+                assert!(
+                    request.field("RemoveFromVersionId").is_some(),
+                    "a label moved without RemoveFromVersionId: {request:?}"
+                );
+                assert!(request.field("MoveToVersionId").is_some(), "{request:?}");
+            }
+            "PutSecretValue" => {
+                assert_eq!(
+                    request.body.get("VersionStages"),
+                    Some(&serde_json::json!([PENDING_LABEL])),
+                    "{request:?}"
+                );
+                let token = request.field("ClientRequestToken").unwrap_or_default();
+                assert!((32..=64).contains(&token.len()), "{request:?}");
+            }
+            "CreateSecret" => {
+                let token = request.field("ClientRequestToken").unwrap_or_default();
+                assert!((32..=64).contains(&token.len()), "{request:?}");
+            }
+            "GetSecretValue" => {
+                assert_eq!(
+                    request.field("VersionStage"),
+                    Some(CURRENT_LABEL),
+                    "{request:?}"
+                );
+            }
+            other => panic!("jwkd called {other}, which is not in its IAM policy: {request:?}"),
+        }
+    }
+    let mut documents_of_token: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for request in sent {
+        if let (Some(token), Some(document)) = (
+            request.field("ClientRequestToken"),
+            request.field("SecretString"),
+        ) {
+            documents_of_token
+                .entry(token)
+                .or_default()
+                .insert(document);
+        }
+    }
+    for (token, documents) in documents_of_token {
+        assert_eq!(
+            documents.len(),
+            1,
+            "token {token} sent with {} different documents",
+            documents.len()
+        );
+    }
+}
+
+#[test]
+fn client_request_token_is_a_function_of_base_and_document() {
+    let v1 = Version("a".repeat(64));
+    let v2 = Version("b".repeat(64));
+    let token = client_request_token(Some(&v1), b"document one");
+    assert_eq!(token.len(), 64);
+    assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+    assert_eq!(token, client_request_token(Some(&v1), b"document one"));
+    let others = [
+        client_request_token(Some(&v1), b"document two"),
+        client_request_token(Some(&v2), b"document one"),
+        client_request_token(None, b"document one"),
+    ];
+    for other in &others {
+        assert_ne!(&token, other);
+    }
+    // The base is length-prefixed: moving bytes between base and document changes the token.
+    assert_ne!(
+        client_request_token(Some(&Version("ab".into())), b"c"),
+        client_request_token(Some(&Version("a".into())), b"bc")
+    );
+}
+
+#[test]
+fn typical_keysets_fit_in_a_secret() {
+    // A family in steady state holds a retired, a current and a next key.
+    let cases: [(&str, Vec<Algorithm>); 3] = [
+        ("ES256", vec![Algorithm::Es256; 3]),
+        (
+            "ES256 + RS256",
+            [Algorithm::Es256, Algorithm::Rs256].repeat(3),
+        ),
+        ("all four families", Algorithm::ALL.repeat(3)),
+    ];
+    for (name, algs) in cases {
+        let size = keyset(&algs).to_document().len();
+        eprintln!("keyset document, {name}, 3 keys per family, x5c: {size} bytes");
+        assert!(size < MAX_SECRET_BYTES / 2, "{name}: {size} bytes");
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_keyset_is_refused_before_any_call() {
+    let recorder = Recorder::default();
+    let config = config_builder("http://127.0.0.1:9")
+        .interceptor(recorder.clone())
+        .build();
+    let store = SecretsManagerStore::with_config(config, "jwkd-test/oversized");
+    let huge = keyset(&[Algorithm::EdDsa; 80]);
+    let err = store.compare_and_swap(None, &huge).await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Unavailable { reason, .. } if reason.contains("65536")),
+        "{err}"
+    );
+    assert!(recorder.sent().is_empty());
+}
+
+/// A dead endpoint (connections refused) and a black hole (connections accepted,
+/// never answered) both fail as `Unavailable`, within the configured deadline.
+#[tokio::test]
+async fn an_unreachable_store_fails_fast() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let store =
+        SecretsManagerStore::with_config(config_builder(&closed_url).build(), "jwkd-test/dead");
+    let started = Instant::now();
+    let err = store.load().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("jwkd-test/dead"), "{err}");
+
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let black_hole_url = format!("http://{}", black_hole.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((connection, _)) = black_hole.accept().await {
+            held.push(connection);
+        }
+    });
+    let store =
+        SecretsManagerStore::with_config(config_builder(&black_hole_url).build(), "jwkd-test/hole");
+    let started = Instant::now();
+    let err = store.load().await.unwrap_err();
+    let elapsed = started.elapsed();
+    holder.abort();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+    assert!(
+        elapsed >= ATTEMPT_TIMEOUT && elapsed <= OPERATION_TIMEOUT + Duration::from_secs(2),
+        "a black hole took {elapsed:?}; expected the attempt and operation timeouts to end it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_jwkd_sends() {
+    let Some(endpoint) = endpoint("what_jwkd_sends (request pins)") else {
+        return;
+    };
+    let secret_id = unique_secret_id("sends");
+    let (store, recorder) = recorded_store(&endpoint, &secret_id);
+    let (rival, rival_recorder) = recorded_store(&endpoint, &secret_id);
+
+    let first = keyset(&[Algorithm::Es256]);
+    let v1 = store.compare_and_swap(None, &first).await.unwrap();
+    assert_eq!(recorder.of("CreateSecret").len(), 1);
+
+    // Two writers decide differently from one base: different tokens, one winner.
+    let mine = keyset(&[Algorithm::Es256, Algorithm::EdDsa]);
+    let theirs = keyset(&[Algorithm::Es256, Algorithm::EdDsa]);
+    let (my_result, their_result) = tokio::join!(
+        store.compare_and_swap(Some(&v1), &mine),
+        rival.compare_and_swap(Some(&v1), &theirs)
+    );
+    let (winner, winner_keyset, loser_result) = match (&my_result, &their_result) {
+        (Ok(version), Err(_)) => (version.clone(), &mine, their_result),
+        (Err(_), Ok(version)) => (version.clone(), &theirs, my_result),
+        other => panic!("expected exactly one winner, got {other:?}"),
+    };
+    assert!(
+        matches!(loser_result, Err(StoreError::Conflict { .. })),
+        "{loser_result:?}"
+    );
+    let my_token = &recorder.of("PutSecretValue")[0];
+    let their_token = &rival_recorder.of("PutSecretValue")[0];
+    assert_ne!(
+        my_token.field("ClientRequestToken"),
+        their_token.field("ClientRequestToken")
+    );
+    assert_eq!(
+        my_token.field("ClientRequestToken"),
+        Some(client_request_token(Some(&v1), &mine.to_document()).as_str())
+    );
+
+    // The same write retried (same base, same document) reuses its token and
+    // changes nothing: it is the document already.
+    let (retrier, retry_recorder) = if winner_keyset == &mine {
+        (&store, &recorder)
+    } else {
+        (&rival, &rival_recorder)
+    };
+    let puts_before = retry_recorder.of("PutSecretValue");
+    let again = retrier
+        .compare_and_swap(Some(&v1), winner_keyset)
+        .await
+        .unwrap();
+    assert_eq!(again, winner);
+    let puts_after = retry_recorder.of("PutSecretValue");
+    assert_eq!(puts_after.len(), puts_before.len() + 1);
+    assert_eq!(
+        puts_after.last().unwrap().field("ClientRequestToken"),
+        puts_before.last().unwrap().field("ClientRequestToken")
+    );
+    let snapshot = store.load().await.unwrap();
+    assert_eq!(snapshot.version, Some(winner.clone()));
+    assert_eq!(&snapshot.keyset, winner_keyset);
+
+    // A write on top of the winner moves jwkd's label off the winner by PutSecretValue.
+    let next = keyset(&[Algorithm::Es384]);
+    let v3 = store.compare_and_swap(Some(&winner), &next).await.unwrap();
+    assert_eq!(store.load().await.unwrap().version, Some(v3));
+
+    let mut all = recorder.sent();
+    all.extend(rival_recorder.sent());
+    assert_protocol(&all);
+    assert!(!recorder.of("UpdateSecretVersionStage").is_empty());
+}
+
+/// The server did the work but the answer was lost: the SDK retries with the same
+/// token, the write happens once, and a lost acknowledgement of the label move is
+/// recognised as success rather than reported as a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_is_retried_with_the_same_token() {
+    let Some(endpoint) = endpoint("a_lost_answer_is_retried_with_the_same_token") else {
+        return;
+    };
+    let (store, recorder) = recorded_store(&endpoint, &unique_secret_id("lost"));
+    let v1 = store
+        .compare_and_swap(None, &keyset(&[Algorithm::Es256]))
+        .await
+        .unwrap();
+
+    let second = keyset(&[Algorithm::EdDsa]);
+    recorder.lose_next_answer_of("PutSecretValue");
+    recorder.lose_next_answer_of("UpdateSecretVersionStage");
+    let v2 = store.compare_and_swap(Some(&v1), &second).await.unwrap();
+
+    let puts = recorder.of("PutSecretValue");
+    assert_eq!(puts.len(), 2, "one put, retried once: {puts:?}");
+    assert_eq!(
+        puts[0].field("ClientRequestToken"),
+        puts[1].field("ClientRequestToken")
+    );
+    assert_eq!(puts[0].field("SecretString"), puts[1].field("SecretString"));
+    assert_eq!(
+        puts[0].field("ClientRequestToken"),
+        Some(v2.0.as_str()),
+        "the version is named by the token"
+    );
+    assert_eq!(recorder.of("UpdateSecretVersionStage").len(), 2);
+    let snapshot = store.load().await.unwrap();
+    assert_eq!(snapshot.version, Some(v2));
+    assert_eq!(snapshot.keyset, second);
+    assert_protocol(&recorder.sent());
+}
+
+/// Two replicas read one base and write different successors: exactly one wins,
+/// the other gets `Conflict`, re-reads, and sees the winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_from_one_base_one_wins_the_other_rereads() {
+    let Some(endpoint) = endpoint("two_writers_from_one_base_one_wins_the_other_rereads") else {
+        return;
+    };
+    let secret_id = unique_secret_id("two-writers");
+    let replica_a = SecretsManagerStore::with_config(config_builder(&endpoint).build(), &secret_id);
+    let replica_b = SecretsManagerStore::with_config(config_builder(&endpoint).build(), &secret_id);
+    replica_a
+        .compare_and_swap(None, &keyset(&[Algorithm::Es256]))
+        .await
+        .unwrap();
+    let base_a = replica_a.load().await.unwrap();
+    let base_b = replica_b.load().await.unwrap();
+    assert_eq!(base_a.version, base_b.version);
+
+    for _round in 0..5 {
+        let base = replica_a.load().await.unwrap().version;
+        let from_a = keyset(&[Algorithm::Es256]);
+        let from_b = keyset(&[Algorithm::Es256]);
+        let (result_a, result_b) = tokio::join!(
+            replica_a.compare_and_swap(base.as_ref(), &from_a),
+            replica_b.compare_and_swap(base.as_ref(), &from_b)
+        );
+        let (winner_version, winner_keyset, loser, loser_err) = match (result_a, result_b) {
+            (Ok(version), Err(err)) => (version, from_a, &replica_b, err),
+            (Err(err), Ok(version)) => (version, from_b, &replica_a, err),
+            other => panic!("expected exactly one winner, got {other:?}"),
+        };
+        assert!(
+            matches!(loser_err, StoreError::Conflict { .. }),
+            "{loser_err}"
+        );
+        let reread = loser.load().await.unwrap();
+        assert_eq!(reread.version, Some(winner_version));
+        assert_eq!(reread.keyset, winner_keyset);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_created_empty_is_filled_and_a_corrupt_one_is_named() {
+    let Some(endpoint) = endpoint("a_secret_created_empty_is_filled_and_a_corrupt_one_is_named")
+    else {
+        return;
+    };
+    let client = Client::from_conf(config_builder(&endpoint).build());
+
+    // Created by infrastructure code without a value (e.g. to give it a KMS key).
+    let empty_id = unique_secret_id("empty");
+    client.create_secret().name(&empty_id).send().await.unwrap();
+    let (store, recorder) = recorded_store(&endpoint, &empty_id);
+    let (rival, _) = recorded_store(&endpoint, &empty_id);
+    let snapshot = store.load().await.unwrap();
+    assert_eq!(snapshot.version, None);
+    let mine = keyset(&[Algorithm::Es256]);
+    let theirs = keyset(&[Algorithm::Es256]);
+    let (my_result, their_result) = tokio::join!(
+        store.compare_and_swap(None, &mine),
+        rival.compare_and_swap(None, &theirs)
+    );
+    let (winner, winner_keyset) = match (my_result, their_result) {
+        (Ok(version), Err(StoreError::Conflict { .. })) => (version, mine),
+        (Err(StoreError::Conflict { .. }), Ok(version)) => (version, theirs),
+        other => panic!("expected exactly one winner and one conflict, got {other:?}"),
+    };
+    let snapshot = store.load().await.unwrap();
+    assert_eq!(snapshot.version, Some(winner));
+    assert_eq!(snapshot.keyset, winner_keyset);
+    assert_protocol(&recorder.sent());
+
+    // Something that is not a keyset: reported as corrupt, naming the secret, and
+    // left as it is.
+    let corrupt_id = unique_secret_id("corrupt");
+    client
+        .create_secret()
+        .name(&corrupt_id)
+        .secret_string("{\"format\": 1, \"keys\": [")
+        .send()
+        .await
+        .unwrap();
+    let store = SecretsManagerStore::with_config(config_builder(&endpoint).build(), &corrupt_id);
+    let err = store.load().await.unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&corrupt_id), "{err}");
+    let err = store
+        .compare_and_swap(None, &keyset(&[Algorithm::Es256]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let stored = client
+        .get_secret_value()
+        .secret_id(&corrupt_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.secret_string.as_deref(),
+        Some("{\"format\": 1, \"keys\": [")
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/aws.toml"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let config = crate::config::Config::parse(&text, path).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(
+        config.store.backend,
+        crate::config::Backend::AwsSecretsManager {
+            secret_id: "jwkd/keyset".into(),
+            region: Some("eu-west-1".into()),
+            endpoint_url: None,
+        }
+    );
+}
+
+/// Runs `replicas` rotators on one fresh secret and counts the calls they make
+/// in a `window` that starts half a second after a rotation instant (an even
+/// second); returns the counts and the keyset stored at the end.
+async fn count_calls(
+    endpoint: &str,
+    replicas: usize,
+    schedule: &str,
+    refresh_interval: &str,
+    window: Duration,
+) -> (BTreeMap<String, usize>, Keyset) {
+    use crate::clock::SystemClock;
+    use crate::rotator::Rotator;
+    use crate::state::Shared;
+
+    let config = crate::config::Config::parse(
+        &format!(
+            r#"
+            [keys]
+            algorithms = ["ES256", "EdDSA"]
+            rotation_schedule = "{schedule}"
+            jwks_max_age = "1s"
+            clock_skew = "0s"
+            max_token_lifetime = "3s"
+            [store]
+            refresh_interval = "{refresh_interval}"
+            "#
+        ),
+        std::path::Path::new("/tmp/jwkd-aws-calls.toml"),
+    )
+    .unwrap();
+    let secret_id = unique_secret_id("calls");
+    let recorder = Recorder::default();
+    let mut tasks = Vec::new();
+    for _ in 0..replicas {
+        let store = SecretsManagerStore::with_config(
+            config_builder(endpoint)
+                .interceptor(recorder.clone())
+                .build(),
+            &secret_id,
+        );
+        let shared = Arc::new(Shared::new(config.clone()).unwrap());
+        let mut rotator = Rotator::new(Arc::new(store), Arc::new(SystemClock), shared);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let sleep = rotator.tick().await;
+                tokio::time::sleep(sleep).await;
+            }
+        }));
+    }
+    // Let the first keys be made, then start half a second after a rotation instant.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = chrono::Utc::now();
+    let to_next_even_second = Duration::from_secs(2 - u64::try_from(now.timestamp() % 2).unwrap())
+        - Duration::from_nanos(u64::from(now.timestamp_subsec_nanos()));
+    tokio::time::sleep(to_next_even_second + Duration::from_millis(500)).await;
+    recorder.sent.lock().unwrap().clear();
+    tokio::time::sleep(window).await;
+    let mut counts = BTreeMap::new();
+    for sent in recorder.sent() {
+        *counts.entry(sent.operation).or_default() += 1;
+    }
+    for task in tasks {
+        task.abort();
+    }
+    let reader = SecretsManagerStore::with_config(config_builder(endpoint).build(), &secret_id);
+    (counts, reader.load().await.unwrap().keyset)
+}
+
+/// What jwkd costs in API calls: a refresh is one `GetSecretValue`; a rotation
+/// written by one replica is one `PutSecretValue` and one
+/// `UpdateSecretVersionStage`; with three replicas racing for it, each loser adds
+/// a put, a failed label move and two reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_per_refresh_and_per_rotation() {
+    let Some(endpoint) = endpoint("api_calls_per_refresh_and_per_rotation") else {
+        return;
+    };
+    // Three windows at once, each on its own secret: refreshes only (a daily
+    // schedule), then rotations only (an hour-long refresh interval) with one and
+    // with three replicas. Each rotation window spans exactly 3 rotation instants.
+    let rotation_window = Duration::from_secs(6);
+    let (refreshes, one, three) = tokio::join!(
+        count_calls(&endpoint, 1, "0 3 * * *", "1s", Duration::from_millis(5500)),
+        count_calls(&endpoint, 1, "*/2 * * * * *", "1h", rotation_window),
+        count_calls(&endpoint, 3, "*/2 * * * * *", "1h", rotation_window),
+    );
+    eprintln!(
+        "API calls, 1 replica, refresh_interval 1s, 5.5 s, no rotation: {:?}",
+        refreshes.0
+    );
+    eprintln!(
+        "API calls, 1 replica, 3 rotations (no refresh): {:?}",
+        one.0
+    );
+    eprintln!(
+        "API calls, 3 replicas, 3 rotations (no refresh): {:?}",
+        three.0
+    );
+
+    let gets = refreshes.0.get("GetSecretValue").copied().unwrap_or(0);
+    assert_eq!(
+        refreshes.0.len(),
+        1,
+        "a refresh only reads: {:?}",
+        refreshes.0
+    );
+    assert!(
+        (5..=6).contains(&gets),
+        "{gets} reads in 5.5 s at one per second"
+    );
+
+    let rotations = 3;
+    assert_eq!(
+        one.0,
+        BTreeMap::from([
+            ("PutSecretValue".to_owned(), rotations),
+            ("UpdateSecretVersionStage".to_owned(), rotations),
+        ]),
+        "one replica: one put and one label move per rotation"
+    );
+
+    let count = |operation: &str| three.0.get(operation).copied().unwrap_or(0);
+    assert!(count("PutSecretValue") <= 3 * rotations, "{:?}", three.0);
+    assert!(
+        count("UpdateSecretVersionStage") <= 3 * rotations,
+        "{:?}",
+        three.0
+    );
+    assert!(
+        count("GetSecretValue") <= 2 * 2 * rotations,
+        "{:?}",
+        three.0
+    );
+    // However many replicas raced, each family got one successor per rotation.
+    for (keyset, replicas) in [(&one.1, 1), (&three.1, 3)] {
+        for alg in [Algorithm::Es256, Algorithm::EdDsa] {
+            let activations: Vec<_> = keyset
+                .keys
+                .iter()
+                .filter(|key| key.alg == alg)
+                .map(|key| key.activates_at)
+                .collect();
+            let distinct: BTreeSet<_> = activations.iter().collect();
+            assert_eq!(
+                distinct.len(),
+                activations.len(),
+                "{replicas} replicas, {alg}: two keys for one rotation: {activations:?}"
+            );
+        }
+    }
+}
