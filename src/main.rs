@@ -18,21 +18,32 @@ fn main() -> ExitCode {
         .log_filter
         .clone()
         .unwrap_or_else(|| default_level.to_owned());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&filter)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+        );
+    // Under journald: no timestamps (the journal has its own), levels as `<N>` prefixes.
+    let journal = jwkd::runtime::stderr_is_journal(env.journal_stream.as_deref());
+    if journal {
+        logs.event_format(jwkd::runtime::JournalFormat::new())
+            .init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+    let error_prefix = if journal {
+        jwkd::runtime::syslog_prefix(tracing::Level::ERROR)
+    } else {
+        ""
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            eprintln!("{error_prefix}error: cannot start the async runtime: {err}");
             return ExitCode::from(1);
         }
     };
@@ -44,10 +55,11 @@ fn main() -> ExitCode {
                 .chain()
                 .find_map(|cause| cause.downcast_ref::<ConfigError>())
             {
-                eprintln!("error: {config_error}");
+                let message = format!("error: {config_error}");
+                eprintln!("{}", jwkd::runtime::prefix_lines(error_prefix, &message));
                 ExitCode::from(2)
             } else {
-                eprintln!("error: {err:#}");
+                eprintln!("{error_prefix}error: {err:#}");
                 ExitCode::from(1)
             }
         }
