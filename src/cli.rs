@@ -49,4 +49,27 @@ pub enum Command {
     },
     /// Read a client secret on stdin and print the hash to put in the config.
     HashSecret,
+    /// Verify a token against a JWKS with jwkd-client; print its claims as JSON.
+    Verify {
+        /// The JWK Set URL (https, or http on loopback).
+        #[arg(long, value_name = "URL")]
+        jwks: String,
+        /// The issuer the token must have (exact `iss`).
+        #[arg(long, value_name = "ISS")]
+        issuer: Option<String>,
+        /// An audience the token's `aud` must contain.
+        #[arg(long, value_name = "AUD")]
+        audience: Option<String>,
+        /// Allow only these algorithms (repeatable); default: every one jwkd supports.
+        #[arg(long = "algorithm", value_name = "ALG", value_parser = parse_algorithm)]
+        algorithms: Vec<jwkd_client::Algorithm>,
+        /// The token, or `-` to read it from stdin.
+        #[arg(value_name = "TOKEN|-")]
+        token: String,
+    },
+}
+
+fn parse_algorithm(name: &str) -> Result<jwkd_client::Algorithm, String> {
+    name.parse::<jwkd_client::Algorithm>()
+        .map_err(|err| err.to_string())
 }

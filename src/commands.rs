@@ -31,7 +31,7 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// Whatever the verb failed with; [`ConfigError`] in the chain means exit code 2.
 pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(arg) => serve(&load_config(env, arg.config.as_deref())?).await,
+        Command::Serve(arg) => serve(&load_config(env, arg.config.as_deref())?, env).await,
         Command::CheckConfig(arg) => check_config(&load_config(env, arg.config.as_deref())?).await,
         Command::Keys { config, json } => {
             keys(&load_config(env, config.config.as_deref())?, json).await
@@ -47,7 +47,53 @@ pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
             .await
         }
         Command::HashSecret => hash_secret(),
+        Command::Verify {
+            jwks,
+            issuer,
+            audience,
+            algorithms,
+            token,
+        } => verify(&jwks, issuer, audience, algorithms, &token).await,
     }
+}
+
+/// `jwkd verify`: the client crate's verifier, from the command line.
+async fn verify(
+    jwks_url: &str,
+    issuer: Option<String>,
+    audience: Option<String>,
+    algorithms: Vec<jwkd_client::Algorithm>,
+    token: &str,
+) -> anyhow::Result<()> {
+    let token = if token == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("cannot read the token from stdin")?;
+        text
+    } else {
+        token.to_owned()
+    };
+    let jwks = jwkd_client::RemoteJwks::builder(jwks_url)
+        .build()
+        .with_context(|| format!("cannot use the JWKS URL {jwks_url}"))?;
+    let mut builder = jwkd_client::Verifier::builder(jwks);
+    if let Some(issuer) = issuer {
+        builder = builder.issuer(issuer);
+    }
+    if let Some(audience) = audience {
+        builder = builder.audience(audience);
+    }
+    if !algorithms.is_empty() {
+        builder = builder.algorithms(algorithms);
+    }
+    let verifier = builder.build().context("cannot build the verifier")?;
+    let verified = verifier
+        .verify::<serde_json::Value>(token.trim())
+        .await
+        .context("token rejected")?;
+    println!("{}", serde_json::to_string_pretty(verified.claims())?);
+    Ok(())
 }
 
 fn load_config(env: &Environment, flag: Option<&Path>) -> Result<Config, ConfigError> {
@@ -71,7 +117,7 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), Co
     Ok((store, snapshot))
 }
 
-async fn serve(config: &Config) -> anyhow::Result<()> {
+async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
     let (store, snapshot) = open_store(config).await?;
     let tls = match (&config.server.tls_cert, &config.server.tls_key) {
         (Some(cert), Some(key)) => {
@@ -89,9 +135,11 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let shared = Arc::new(Shared::new(config.clone()).map_err(anyhow::Error::msg)?);
     let mut rotator = Rotator::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&shared));
+    rotator.set_watchdog(crate::runtime::Watchdog::systemd(env.watchdog));
     rotator.prime(snapshot, clock.now());
     // The first pass makes the first keys if needed, so the JWKS is there when we say ready.
     let first_sleep = rotator.tick().await;
+    let status = rotator.status_line(clock.now());
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -134,6 +182,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     });
     tracker.spawn(reload_on_signal(
         config.file.clone(),
+        Arc::clone(&shared),
         tls,
         events,
         reload_rx,
@@ -144,7 +193,7 @@ async fn serve(config: &Config) -> anyhow::Result<()> {
     for address in &addresses {
         tracing::info!("listening on {address}");
     }
-    let status = current_status(&shared, clock.now());
+    // Keyset loaded and published, listeners bound: systemd may start what depends on us.
     crate::runtime::notify_ready(&status);
 
     shutdown.cancelled().await;
@@ -166,9 +215,11 @@ async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpLi
 
 /// On each SIGHUP: re-read the config file; if it is valid, hand it to the
 /// rotator (clients, schedule, keyset re-read) and reload the TLS certificate;
-/// if not, log why and keep running on the old one.
+/// if not, log why and keep running on the old one. Connections stay open
+/// either way. systemd hears `RELOADING=1` at the start and `READY=1` at the end.
 async fn reload_on_signal(
     config_file: std::path::PathBuf,
+    shared: Arc<Shared>,
     tls: Option<Arc<Tls>>,
     events: mpsc::Sender<Event>,
     mut reload: mpsc::Receiver<()>,
@@ -178,37 +229,64 @@ async fn reload_on_signal(
         tokio::select! {
             () = shutdown.cancelled() => break,
             Some(()) = reload.recv() => {
+                crate::runtime::notify_reloading();
+                tracing::info!("SIGHUP: re-reading {}", config_file.display());
                 let config = match Config::load(&config_file) {
                     Ok(config) => config,
                     Err(err) => {
                         tracing::error!("reload refused, keeping the running config: {err}");
+                        crate::runtime::notify_reloaded(None);
                         continue;
                     }
                 };
+                warn_restart_needed(&shared.config.load(), &config);
                 if let Some(tls) = &tls
                     && let Err(err) = tls.reload()
                 {
                     tracing::error!("TLS certificate not reloaded, keeping the old one: {err}");
                 }
-                if events.send(Event::Reload(Box::new(config))).await.is_err() {
+                let (done, done_rx) = tokio::sync::oneshot::channel();
+                if events.send(Event::Reload(Box::new(config), done)).await.is_err() {
                     break;
                 }
+                let status = tokio::select! {
+                    reply = done_rx => reply.ok(),
+                    () = shutdown.cancelled() => break,
+                };
+                crate::runtime::notify_reloaded(status.as_deref());
             }
         }
     }
 }
 
-fn current_status(shared: &Shared, now: DateTime<Utc>) -> String {
-    let view = shared.view.load();
-    let config = shared.config.load();
-    let current: Vec<String> = config
-        .keys
-        .algorithms
-        .iter()
-        .filter_map(|alg| timeline::current_at(&view.keyset, *alg, now))
-        .map(|key| format!("{} {}", key.alg, key.kid))
-        .collect();
-    format!("serving; current keys: {}", current.join(", "))
+/// Settings a reload cannot apply to a running daemon: the listeners, TLS on or
+/// off, and the store. Says so, so that nobody believes they changed.
+fn warn_restart_needed(running: &Config, new: &Config) {
+    let mut keys = Vec::new();
+    if new.server.listen != running.server.listen {
+        keys.push("server.listen");
+    }
+    if new.server.private_listen != running.server.private_listen {
+        keys.push("server.private_listen");
+    }
+    if new.server.tls_cert != running.server.tls_cert
+        || new.server.tls_key != running.server.tls_key
+    {
+        keys.push("server.tls_cert/tls_key");
+    }
+    if new.server.allow_plain_http != running.server.allow_plain_http {
+        keys.push("server.allow_plain_http");
+    }
+    if new.store.backend != running.store.backend {
+        keys.push("store");
+    }
+    if !keys.is_empty() {
+        tracing::warn!(
+            "{} changed in {}: a reload does not apply this; restart jwkd to use it",
+            keys.join(", "),
+            new.file.display()
+        );
+    }
 }
 
 fn time(at: DateTime<Utc>) -> String {

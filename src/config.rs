@@ -31,6 +31,11 @@ pub struct Environment {
     pub config_path: Option<PathBuf>,
     /// `JWKD_LOG`: the log filter, in tracing's `EnvFilter` syntax.
     pub log_filter: Option<String>,
+    /// `JOURNAL_STREAM` (`dev:inode`): set by systemd when stdout/stderr go to the journal.
+    pub journal_stream: Option<String>,
+    /// systemd's watchdog timeout: `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or
+    /// this process (sd_watchdog_enabled(3)). `None` when zero or absent.
+    pub watchdog: Option<Duration>,
 }
 
 impl Environment {
@@ -43,6 +48,10 @@ impl Environment {
             log_filter: std::env::var("JWKD_LOG")
                 .ok()
                 .filter(|value| !value.is_empty()),
+            journal_stream: std::env::var("JOURNAL_STREAM")
+                .ok()
+                .filter(|value| !value.is_empty()),
+            watchdog: sd_notify::watchdog_enabled().filter(|timeout| !timeout.is_zero()),
         }
     }
 

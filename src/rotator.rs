@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::keys::{Algorithm, KeyError, Signer};
 use crate::keyset::{Generator, Keyset};
+use crate::runtime::Watchdog;
 use crate::schedule::Schedule;
 use crate::state::{JwksDocument, KeysetView, Shared, StoreStatus};
 use crate::store::{KeyStore, Snapshot, StoreError};
@@ -197,8 +198,10 @@ pub enum Event {
     RotateNow(oneshot::Sender<Result<Vec<Change>, OperationError>>),
     /// Revoke a key now (admin API).
     Revoke(String, oneshot::Sender<Result<Vec<Change>, OperationError>>),
-    /// Re-read the keyset, with this new configuration (SIGHUP).
-    Reload(Box<Config>),
+    /// Re-read the keyset, with this new configuration (SIGHUP); the reply, the
+    /// status line, comes once the keyset has been re-read and published (or the
+    /// config refused).
+    Reload(Box<Config>, oneshot::Sender<String>),
 }
 
 /// The rotation task's state.
@@ -213,6 +216,10 @@ pub struct Rotator {
     last_refresh: Option<DateTime<Utc>>,
     /// Delay before the next retry after a failure; `None` while healthy.
     retry_delay: Option<Duration>,
+    /// Pinged from [`Rotator::run_loop_after`] between passes, so a stuck pass stops the pings.
+    watchdog: Option<Watchdog>,
+    /// The last status line handed out, so only changes are sent to systemd.
+    status: Option<String>,
 }
 
 impl Rotator {
@@ -227,6 +234,60 @@ impl Rotator {
             snapshot: None,
             last_refresh: None,
             retry_delay: None,
+            watchdog: None,
+            status: None,
+        }
+    }
+
+    /// Pings `watchdog` from the loop, between passes (systemd's `WatchdogSec=`).
+    pub fn set_watchdog(&mut self, watchdog: Option<Watchdog>) {
+        self.watchdog = watchdog;
+    }
+
+    /// The status line at `now`: each family's current key and its next rotation,
+    /// and why the daemon is not ready, if it is not. Remembered, so the loop
+    /// only reports changes.
+    pub fn status_line(&mut self, now: DateTime<Utc>) -> String {
+        let status = self.status_at(now);
+        self.status = Some(status.clone());
+        status
+    }
+
+    fn status_at(&self, now: DateTime<Utc>) -> String {
+        let view = self.shared.view.load();
+        if view.jwks.is_none() {
+            return "starting: no keyset loaded yet".to_owned();
+        }
+        let families: Vec<String> = self
+            .planner
+            .families
+            .iter()
+            .map(|&alg| match timeline::current_at(&view.keyset, alg, now) {
+                Some(key) => match key.deactivates_at {
+                    Some(at) => format!(
+                        "{alg} current {}, next rotation {}",
+                        key.kid,
+                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    None => format!("{alg} current {}, no successor yet", key.kid),
+                },
+                None => format!("{alg} has no current key"),
+            })
+            .collect();
+        let mut status = format!("serving; {}", families.join("; "));
+        if let Err(reason) = self.shared.readiness_at(now) {
+            status.push_str("; not ready: ");
+            status.push_str(&reason);
+        }
+        status
+    }
+
+    /// Sends the status line to systemd if it changed.
+    fn report_status(&mut self) {
+        let status = self.status_at(self.clock.now());
+        if self.status.as_ref() != Some(&status) {
+            crate::runtime::notify_status(&status);
+            self.status = Some(status);
         }
     }
 
@@ -246,10 +307,10 @@ impl Rotator {
             || self
                 .last_refresh
                 .is_none_or(|last| (now - last).to_std().unwrap_or_default() >= refresh_interval);
-        if refresh_due {
-            self.refresh(now).await;
-        }
-        if let Some(snapshot) = self.snapshot.take() {
+        // A failed refresh means the store is unreachable: a write from the stale
+        // snapshot could only fail too, so wait for the retry instead.
+        let store_reachable = !refresh_due || self.refresh(now).await;
+        if store_reachable && let Some(snapshot) = self.snapshot.take() {
             match update_store(
                 self.store.as_ref(),
                 &self.planner,
@@ -279,14 +340,19 @@ impl Rotator {
         self.sleep_after(now, refresh_interval)
     }
 
-    async fn refresh(&mut self, now: DateTime<Utc>) {
+    /// Re-reads the store; false if that failed.
+    async fn refresh(&mut self, now: DateTime<Utc>) -> bool {
         match self.store.load().await {
             Ok(snapshot) => {
                 self.last_refresh = Some(now);
                 self.snapshot = Some(snapshot);
                 self.record_success();
+                true
             }
-            Err(err) => self.record_failure(&err.to_string()),
+            Err(err) => {
+                self.record_failure(&err.to_string());
+                false
+            }
         }
     }
 
@@ -309,9 +375,13 @@ impl Rotator {
 
     fn record_failure(&mut self, error: &str) {
         self.shared.metrics.store_errors.inc();
+        // Never wait longer than a healthy replica waits between reads, so that every
+        // replica notices a recovered store within the refresh interval.
+        let cap = RETRY_MAX.min(self.shared.config.load().store.refresh_interval);
         let delay = self
             .retry_delay
-            .map_or(RETRY_INITIAL, |delay| (delay * 2).min(RETRY_MAX));
+            .map_or(RETRY_INITIAL, |delay| delay * 2)
+            .min(cap);
         self.retry_delay = Some(delay);
         tracing::warn!(error, retry_in = ?delay, "keyset store operation failed; serving the last good keyset");
         let previous = self.shared.store_status.load();
@@ -393,10 +463,8 @@ impl Rotator {
         }
         if let Some(retry) = self.retry_delay {
             // After a failure the refresh is overdue: without this it would be retried
-            // at once, in a tight loop. Wait out the backoff instead, but never longer
-            // than a healthy replica waits between reads, so that every replica notices
-            // a recovered store within the refresh interval.
-            sleep = jitter(retry.min(refresh_interval));
+            // at once, in a tight loop. Wait out the backoff instead.
+            sleep = jitter(retry);
         }
         if let Some(snapshot) = &self.snapshot
             && let Some(transition) = timeline::next_transition_after(&snapshot.keyset, now)
@@ -417,18 +485,22 @@ impl Rotator {
                 let result = self.run(&Operation::Revoke(kid)).await;
                 let _ = reply.send(result);
             }
-            Event::Reload(config) => {
+            Event::Reload(config, done) => {
                 match crate::auth::Authenticator::new(&config.clients) {
                     Ok(auth) => self.shared.auth.store(Arc::new(auth)),
                     Err(err) => {
                         tracing::error!(%err, "reload refused, keeping the running config");
+                        let _ = done.send(self.status_line(self.clock.now()));
                         return;
                     }
                 }
                 self.planner = Planner::new(&config);
                 self.shared.config.store(Arc::new(*config));
+                // Re-read the keyset now, under the new schedule, before saying done.
                 self.last_refresh = None;
+                self.tick().await;
                 tracing::info!("configuration reloaded");
+                let _ = done.send(self.status_line(self.clock.now()));
             }
         }
     }
@@ -462,22 +534,48 @@ impl Rotator {
 
     /// Runs until `shutdown` is cancelled, handling `events` as they come; the
     /// first pass is after `first_sleep` (the caller ran one already).
+    ///
+    /// The watchdog is pinged here, between passes, and nowhere else: a pass that
+    /// hangs (a store call that never returns, a deadlock) stops the pings.
     pub async fn run_loop_after(
         mut self,
         first_sleep: Duration,
         mut events: mpsc::Receiver<Event>,
         shutdown: CancellationToken,
     ) {
-        let mut sleep = first_sleep;
+        let mut wake_at = tokio::time::Instant::now() + first_sleep;
+        let mut watchdog = self.watchdog.clone().map(|watchdog| {
+            let every = watchdog.every();
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (watchdog, interval)
+        });
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(sleep) => {}
+                () = tokio::time::sleep_until(wake_at) => {}
                 Some(event) = events.recv() => self.handle(event).await,
+                () = ping_due(&mut watchdog) => {
+                    if let Some((watchdog, _)) = &watchdog {
+                        watchdog.ping();
+                    }
+                    continue;
+                }
             }
-            sleep = self.tick().await;
+            wake_at = tokio::time::Instant::now() + self.tick().await;
+            self.report_status();
         }
         tracing::debug!("rotator stopped");
+    }
+}
+
+/// Resolves when the watchdog is due; never without one.
+async fn ping_due(watchdog: &mut Option<(Watchdog, tokio::time::Interval)>) {
+    match watchdog {
+        Some((_, interval)) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -590,5 +688,81 @@ mod tests {
                 .contains("corrupt"),
             "{status:?}"
         );
+    }
+
+    /// A store whose reads never return while `hang` is set.
+    struct HangingStore {
+        inner: MemoryStore,
+        hang: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for HangingStore {
+        fn location(&self) -> String {
+            "hanging".to_owned()
+        }
+
+        async fn load(&self) -> Result<Snapshot, StoreError> {
+            if self.hang.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            self.inner.load().await
+        }
+
+        async fn compare_and_swap(
+            &self,
+            base: Option<&crate::store::Version>,
+            keyset: &Keyset,
+        ) -> Result<crate::store::Version, StoreError> {
+            self.inner.compare_and_swap(base, keyset).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stuck_rotator_stops_the_watchdog_pings() {
+        let store = Arc::new(HangingStore {
+            inner: MemoryStore::default(),
+            hang: false.into(),
+        });
+        let shared = Arc::new(Shared::new(config()).unwrap());
+        let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
+        let pings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        rotator.set_watchdog(Some(Watchdog::new(Duration::from_millis(20), {
+            let pings = Arc::clone(&pings);
+            move || {
+                pings.fetch_add(1, Ordering::SeqCst);
+            }
+        })));
+        let first_sleep = rotator.tick().await;
+        assert!(
+            rotator
+                .status_line(Utc::now())
+                .starts_with("serving; ES256 current "),
+            "{}",
+            rotator.status_line(Utc::now())
+        );
+        let (_events, events_rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(rotator.run_loop_after(first_sleep, events_rx, shutdown.clone()));
+
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let healthy = pings.load(Ordering::SeqCst);
+        assert!(
+            healthy >= 5,
+            "only {healthy} pings in 300 ms at one per 20 ms"
+        );
+
+        // The next refresh (every second) hangs: the loop never gets back to its pings.
+        store.hang.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let stuck = pings.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            pings.load(Ordering::SeqCst),
+            stuck,
+            "pings went on while the rotator was stuck in a store read"
+        );
+        shutdown.cancel();
+        task.abort();
     }
 }

@@ -133,6 +133,12 @@ impl Shared {
             return Err("no keyset loaded yet".into());
         }
         let config = self.config.load();
+        // The store's health first: during an outage it is the cause of whatever
+        // else is missing, and the reason an operator needs.
+        let status = self.store_status.load();
+        if let Some(error) = &status.last_error {
+            return Err(format!("last store operation failed: {error}"));
+        }
         for &alg in &config.keys.algorithms {
             let has = |state: KeyState| {
                 view.keyset
@@ -146,10 +152,6 @@ impl Shared {
             if !has(KeyState::Next) {
                 return Err(format!("{alg} has no next key"));
             }
-        }
-        let status = self.store_status.load();
-        if let Some(error) = &status.last_error {
-            return Err(format!("last store operation failed: {error}"));
         }
         let interval = config.store.refresh_interval;
         // The refresh itself takes a moment: allow a grace of up to 5 s past the interval.

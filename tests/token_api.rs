@@ -185,6 +185,15 @@ fn client_credentials_tokens_follow_rfc9068_and_verify() {
     assert_eq!(header["alg"], "EdDSA");
 }
 
+/// (what, headers, body, expected status, expected error code)
+type ErrorCase = (
+    &'static str,
+    Vec<(&'static str, String)>,
+    String,
+    u16,
+    &'static str,
+);
+
 #[test]
 fn token_endpoint_errors() {
     let dir = TestDir::new(&config(""));
@@ -193,7 +202,7 @@ fn token_endpoint_errors() {
     let good = basic("orders", "orders-secret");
     let grant = "grant_type=client_credentials";
 
-    let cases: Vec<(&str, Vec<(&str, String)>, String, u16, &str)> = vec![
+    let cases: Vec<ErrorCase> = vec![
         (
             "wrong secret",
             vec![("Authorization", basic("orders", "nope"))],
@@ -673,4 +682,97 @@ fn many_concurrent_token_requests_all_verify() {
     for token in &tokens {
         verify(&daemon, token);
     }
+}
+
+#[test]
+fn jwkd_verify_checks_tokens_with_the_client_crate() {
+    let dir = TestDir::new(&config(""));
+    let daemon = dir.serve();
+    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let response = token_request(
+        &daemon,
+        &[("Authorization", &basic("orders", "orders-secret"))],
+        "grant_type=client_credentials",
+    );
+    let token = response.json()["access_token"].as_str().unwrap().to_owned();
+    let jwks = format!("http://{}/.well-known/jwks.json", daemon.addr());
+    let verify = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = crate::util::jwkd();
+        cmd.arg("verify").arg("--jwks").arg(&jwks).args(args);
+        crate::util::run_cmd(cmd, stdin, crate::util::CMD_TIMEOUT)
+    };
+
+    let outcome = verify(
+        &["--issuer", ISSUER, "--audience", "payments", &token],
+        None,
+    );
+    outcome.assert_code(0);
+    let claims: Value = serde_json::from_str(&outcome.stdout).unwrap();
+    assert_eq!(claims["sub"], "orders", "{outcome}");
+
+    let outcome = verify(
+        &[
+            "--issuer",
+            ISSUER,
+            "--audience",
+            "payments",
+            "--algorithm",
+            "ES256",
+            "-",
+        ],
+        Some(token.as_bytes()),
+    );
+    outcome.assert_code(0);
+
+    for (args, reason) in [
+        (
+            vec!["--issuer", ISSUER, "--audience", "elsewhere"],
+            "audience",
+        ),
+        (
+            vec![
+                "--issuer",
+                "https://other.example",
+                "--audience",
+                "payments",
+            ],
+            "issuer",
+        ),
+        (
+            vec![
+                "--issuer",
+                ISSUER,
+                "--audience",
+                "payments",
+                "--algorithm",
+                "RS256",
+            ],
+            "algorithm",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.push(&token);
+        let outcome = verify(&args, None);
+        outcome.assert_code(1);
+        assert_eq!(
+            outcome.stderr_lines().len(),
+            1,
+            "one line expected\n{outcome}"
+        );
+        assert!(
+            outcome.stderr.to_lowercase().contains(reason),
+            "{reason}\n{outcome}"
+        );
+    }
+    // Flip one character well inside the signature.
+    let mut tampered = token.clone().into_bytes();
+    let at = tampered.len() - 10;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    verify(
+        &["--issuer", ISSUER, "--audience", "payments", &tampered],
+        None,
+    )
+    .assert_code(1);
+    verify(&["--algorithm", "HS256", &token], None).assert_code(2);
 }

@@ -1,0 +1,132 @@
+//! Interop with a verifier no one here wrote: PyJWT's `PyJWKClient` fetches our
+//! JWKS and verifies tokens minted by `/oauth2/token`, across key rotations.
+//!
+//! `scripts/test` installs PyJWT into `.venv` and points `JWKD_TEST_PYTHON` at its
+//! interpreter. Without it the test says loudly that it skipped.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::Value;
+
+use crate::util::{TestDir, hash_secret};
+
+/// A long-lived verifier: one token per line in, `ok <kid>` or `error <reason>` out.
+const VERIFIER: &str = r#"
+import sys, jwt
+url, audience, issuer = sys.argv[1], sys.argv[2], sys.argv[3]
+# Cache the key set for the JWKS max-age, as a well-behaved verifier does.
+client = jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=1)
+for line in sys.stdin:
+    token = line.strip()
+    try:
+        key = client.get_signing_key_from_jwt(token)
+        claims = jwt.decode(token, key, algorithms=["ES256", "EdDSA", "RS256"], audience=audience,
+                            issuer=issuer, options={"require": ["exp", "iat", "iss", "aud"]})
+        print("ok", key.key_id, flush=True)
+    except Exception as err:
+        print("error", type(err).__name__, err, flush=True)
+"#;
+
+#[test]
+fn pyjwt_verifies_our_tokens_across_rotations() {
+    let Some(python) = std::env::var_os("JWKD_TEST_PYTHON") else {
+        eprintln!(
+            "SKIPPED interop::pyjwt_verifies_our_tokens_across_rotations: JWKD_TEST_PYTHON is not set \
+             (./scripts/test sets it to a Python with PyJWT)"
+        );
+        return;
+    };
+    let secret_hash = hash_secret("orders-secret");
+    let dir = TestDir::new(&format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[keys]
+algorithms = ["ES256", "RS256"]
+rotation_schedule = "*/2 * * * * *"
+max_token_lifetime = "4s"
+clock_skew = "0s"
+jwks_max_age = "1s"
+[store]
+path = "keyset.json"
+refresh_interval = "1s"
+[issuer]
+issuer = "https://issuer.test"
+token_lifetime = "4s"
+[[clients]]
+id = "orders"
+secret_hash = "{secret_hash}"
+audiences = ["payments"]
+[[clients]]
+id = "legacy"
+secret_hash = "{secret_hash}"
+audiences = ["payments"]
+algorithm = "RS256"
+"#
+    ));
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let url = format!("http://{}/.well-known/jwks.json", daemon.addr());
+    let mut verifier = Command::new(python)
+        .args(["-c", VERIFIER, &url, "payments", "https://issuer.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the PyJWT verifier");
+    let mut to_python = verifier.stdin.take().unwrap();
+    let mut from_python = BufReader::new(verifier.stdout.take().unwrap());
+
+    let mut kids_seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(9);
+    let mut verified = 0;
+    while Instant::now() < deadline {
+        for client in ["orders", "legacy"] {
+            let authorization = format!(
+                "Basic {}",
+                STANDARD.encode(format!("{client}:orders-secret"))
+            );
+            let response = daemon.request(
+                "POST",
+                "/oauth2/token",
+                &[
+                    ("Authorization", &authorization),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                b"grant_type=client_credentials",
+            );
+            assert_eq!(response.status, 200, "{response}");
+            let token = response.json()["access_token"].as_str().unwrap().to_owned();
+            let header: Value = serde_json::from_slice(
+                &URL_SAFE_NO_PAD
+                    .decode(token.split('.').next().unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            writeln!(to_python, "{token}").unwrap();
+            let mut answer = String::new();
+            from_python.read_line(&mut answer).unwrap();
+            assert!(
+                answer.starts_with("ok "),
+                "PyJWT rejected a {} token from kid {}: {answer}\n---- daemon ----\n{}",
+                header["alg"],
+                header["kid"],
+                daemon.stderr_text()
+            );
+            kids_seen.insert(header["kid"].as_str().unwrap().to_owned());
+            verified += 1;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(to_python);
+    let _ = verifier.wait();
+    // Two families rotating every 2 s for 9 s: at least three keys each signed.
+    assert!(
+        kids_seen.len() >= 6,
+        "only {} signing keys seen over {verified} tokens",
+        kids_seen.len()
+    );
+}

@@ -1,0 +1,11 @@
+mod util;
+
+mod aws;
+mod cli;
+mod client_rotation;
+mod config_rules;
+mod interop;
+mod rotation;
+mod store_file;
+mod systemd;
+mod token_api;
