@@ -33,6 +33,8 @@ pub struct Environment {
     pub log_filter: Option<String>,
     /// `JOURNAL_STREAM` (`dev:inode`): set by systemd when stdout/stderr go to the journal.
     pub journal_stream: Option<String>,
+    /// `JWKD_LOG_FORMAT=json`: one JSON object per log line, for log shippers.
+    pub log_json: bool,
     /// systemd's watchdog timeout: `WATCHDOG_USEC`, when `WATCHDOG_PID` is unset or
     /// this process (sd_watchdog_enabled(3)). `None` when zero or absent.
     pub watchdog: Option<Duration>,
@@ -45,6 +47,8 @@ impl Environment {
             config_path: std::env::var_os("JWKD_CONFIG")
                 .filter(|value| !value.is_empty())
                 .map(PathBuf::from),
+            log_json: std::env::var("JWKD_LOG_FORMAT")
+                .is_ok_and(|format| format.eq_ignore_ascii_case("json")),
             log_filter: std::env::var("JWKD_LOG")
                 .ok()
                 .filter(|value| !value.is_empty()),

@@ -26,7 +26,9 @@ fn main() -> ExitCode {
         );
     // Under journald: no timestamps (the journal has its own), levels as `<N>` prefixes.
     let journal = jwkd::runtime::stderr_is_journal(env.journal_stream.as_deref());
-    if journal {
+    if env.log_json {
+        logs.json().with_current_span(false).init();
+    } else if journal {
         logs.event_format(jwkd::runtime::JournalFormat::new())
             .init();
     } else {
