@@ -458,7 +458,12 @@ pub struct Daemon {
 impl Daemon {
     /// Spawns `jwkd serve --config PATH` without waiting for anything.
     pub fn spawn(config: &Path) -> Daemon {
-        let mut cmd = jwkd();
+        Daemon::spawn_command(jwkd(), config)
+    }
+
+    /// Spawns `cmd` (a [`jwkd`] command with its own environment) as
+    /// `serve --config PATH`, without waiting for anything.
+    pub fn spawn_command(mut cmd: Command, config: &Path) -> Daemon {
         cmd.arg("serve")
             .arg("--config")
             .arg(config)
@@ -531,6 +536,31 @@ impl Daemon {
                 );
             }
         }
+    }
+
+    /// The address once the daemon has logged it, without waiting; `None` while it
+    /// starts. Panics (with its output) if it exited first.
+    pub fn try_addr(&mut self) -> Option<SocketAddr> {
+        if self.addr.is_none()
+            && let Ok(addr) = self.addr_rx.try_recv()
+        {
+            self.addr = Some(addr);
+        }
+        if self.addr.is_none()
+            && let Ok(Some(status)) = self.child.try_wait()
+        {
+            panic!(
+                "jwkd serve --config {} exited ({status}) before listening\n{}",
+                self.config.display(),
+                self.stderr_text()
+            );
+        }
+        self.addr
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn addr(&self) -> SocketAddr {
