@@ -122,18 +122,23 @@ impl Authenticator {
     /// wrong secret alike.
     pub async fn authenticate(&self, client_id: &str, secret: &str) -> Option<Arc<ClientConfig>> {
         let client = self.clients.get(client_id).cloned();
-        let secret_hash = client
-            .as_ref()
-            .map_or(self.dummy_hash.clone(), |client| client.secret_hash.clone());
-        if client.is_some() && self.remembers(client_id, &secret_hash, secret) {
+        // Borrowed: the remembered path (every token request after the first) allocates nothing.
+        let secret_hash: &str = client
+            .as_deref()
+            .map_or(&self.dummy_hash, |client| &client.secret_hash);
+        if client.is_some() && self.remembers(client_id, secret_hash, secret) {
             return client;
         }
-        let matches = self.full_check(secret, secret_hash.clone()).await;
+        let matches = self.full_check(secret, secret_hash.to_owned()).await;
         match client {
             Some(client) if matches => {
                 let tag = hmac::sign(&self.mac_key, secret.as_bytes());
+                let remembered = Remembered {
+                    secret_hash: client.secret_hash.clone(),
+                    tag,
+                };
                 self.lock_remembered()
-                    .insert(client_id.to_owned(), Remembered { secret_hash, tag });
+                    .insert(client_id.to_owned(), remembered);
                 Some(client)
             }
             _ => None,
