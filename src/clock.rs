@@ -1,6 +1,25 @@
-//! The wall clock, behind a trait so time-dependent code can be tested with a fake.
+//! The wall clock, and whether it agrees with the other clocks jwkd can see.
+//!
+//! `clock_skew` promises that replicas whose clocks differ by up to that much
+//! work together. Two witnesses tell a daemon whether its own clock keeps that
+//! promise ([`ClockEvidence`]):
+//!
+//! - the stored document: the newest time a writer stamped into it
+//!   ([`crate::timeline::document_time`]). A clock behind it by more than
+//!   `clock_skew` has stepped back or is slow;
+//! - the store's own clock, where the backend has one ([`StoreOffset`]): the
+//!   `Date` of a Secrets Manager answer, the modification time the file system
+//!   gives a file jwkd has just written. This one also catches a clock that
+//!   runs ahead.
+//!
+//! [`check`] turns the evidence into a verdict. Beyond the tolerance the daemon
+//! writes nothing and says why ([`Skew`]); within it, decisions are made at
+//! [`crate::timeline::decision_time`] and keys are pruned only once they have
+//! expired by every clock ([`Times::expired_by`]).
 
-use chrono::{DateTime, Utc};
+use std::fmt;
+
+use chrono::{DateTime, Duration, Utc};
 
 /// A source of the current UTC time (rustls' `TimeProvider`).
 pub trait Clock: Send + Sync + 'static {
@@ -15,5 +34,303 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+}
+
+/// How this host's clock compares with the store's, from one exchange: our
+/// clock minus the store's lies in `min..=max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOffset {
+    /// The smallest the offset can be.
+    pub min: Duration,
+    /// The largest the offset can be.
+    pub max: Duration,
+}
+
+impl StoreOffset {
+    /// The offset shown by one exchange: we sent at `sent` and had the answer at
+    /// `received` (both by our clock), and the store stamped it with `stamped`,
+    /// a reading of its clock truncated to `resolution` (one second for an HTTP
+    /// `Date`). The store read its clock somewhere between `sent` and `received`.
+    pub fn measure(
+        sent: DateTime<Utc>,
+        received: DateTime<Utc>,
+        stamped: DateTime<Utc>,
+        resolution: Duration,
+    ) -> StoreOffset {
+        let (sent, received) = (sent.min(received), sent.max(received));
+        StoreOffset {
+            min: sent - (stamped + resolution),
+            max: received - stamped,
+        }
+    }
+
+    /// The middle of the range: the best single guess.
+    pub fn estimate(&self) -> Duration {
+        self.min + (self.max - self.min) / 2
+    }
+}
+
+/// What the daemon knows about the clocks of the others at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockEvidence {
+    /// The newest time a writer stamped into the stored document.
+    pub document_time: Option<DateTime<Utc>>,
+    /// Our clock against the store's, from the last read.
+    pub store_offset: Option<StoreOffset>,
+}
+
+/// The instants a write decided at `now` works with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Times {
+    /// This host's clock.
+    pub now: DateTime<Utc>,
+    /// The earliest reading of every clock the daemon can check: a key is
+    /// pruned only once it has expired by this one, so a clock that runs
+    /// fast (within the tolerance) never removes a key early.
+    pub expired_by: DateTime<Utc>,
+}
+
+impl ClockEvidence {
+    /// The instants for a write at `now`.
+    pub fn times(&self, now: DateTime<Utc>) -> Times {
+        let store_lag = self
+            .store_offset
+            .map_or(Duration::zero(), |offset| offset.max.max(Duration::zero()));
+        Times {
+            now,
+            expired_by: now - store_lag,
+        }
+    }
+
+    /// The best guess of the true time when our clock cannot be trusted: the
+    /// store's clock if we have a reading, else never before the document.
+    pub fn reference_time(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match (self.store_offset, self.document_time) {
+            (Some(offset), document) => {
+                let store_now = now - offset.estimate();
+                document.map_or(store_now, |document| store_now.max(document))
+            }
+            (None, Some(document)) => now.max(document),
+            (None, None) => now,
+        }
+    }
+}
+
+/// What our clock disagrees with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Witness {
+    /// The newest time written into the stored keyset.
+    Document(DateTime<Utc>),
+    /// The store's own clock; the store's location.
+    Store(String),
+}
+
+/// This host's clock differs from another clock jwkd can see by more than
+/// `clock_skew`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skew {
+    /// Our clock minus the other: positive when ours is ahead. For a measured
+    /// range, the end nearest to zero.
+    pub offset: Duration,
+    /// The other clock.
+    pub witness: Witness,
+    /// `clock_skew`.
+    pub tolerance: Duration,
+}
+
+impl std::error::Error for Skew {}
+
+impl Skew {
+    /// The offset in seconds, for the metric.
+    pub fn offset_seconds(&self) -> f64 {
+        self.offset.num_milliseconds() as f64 / 1000.0
+    }
+}
+
+impl fmt::Display for Skew {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let direction = if self.offset < Duration::zero() {
+            "behind"
+        } else {
+            "ahead of"
+        };
+        let amount = human(self.offset.abs());
+        write!(f, "this host's clock is {amount} {direction} ")?;
+        match &self.witness {
+            Witness::Document(at) => write!(
+                f,
+                "the newest time written into the stored keyset ({}: the clock stepped back or is slow)",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )?,
+            Witness::Store(location) => write!(f, "the clock of the store {location}")?,
+        }
+        write!(
+            f,
+            ", more than clock_skew ({}): jwkd makes no change to the keyset until the clocks agree \
+             (check the host's time synchronisation)",
+            human(self.tolerance)
+        )
+    }
+}
+
+fn human(duration: Duration) -> String {
+    let std = duration.to_std().unwrap_or_default();
+    if std < std::time::Duration::from_secs(1) {
+        format!("{}ms", std.as_millis())
+    } else {
+        crate::config::format_duration(std)
+    }
+}
+
+/// How the daemon's clock stood when it published a keyset: what the HTTP
+/// handlers evaluate key states with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClockView {
+    /// What was known.
+    pub evidence: ClockEvidence,
+    /// Set while our clock is beyond the tolerance.
+    pub skew: Option<Skew>,
+}
+
+impl ClockView {
+    /// The instant to evaluate key states at when our clock says `now`: never
+    /// before the document's newest write; while our clock is beyond the
+    /// tolerance, the best guess of the true time ([`ClockEvidence::reference_time`]).
+    pub fn time_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        if self.skew.is_some() {
+            self.evidence.reference_time(now)
+        } else {
+            self.evidence
+                .document_time
+                .map_or(now, |document| now.max(document))
+        }
+    }
+}
+
+/// Whether `now` agrees with the evidence within `tolerance`.
+///
+/// # Errors
+/// [`Skew`] naming the clock ours disagrees with, and by how much.
+pub fn check(
+    now: DateTime<Utc>,
+    evidence: &ClockEvidence,
+    tolerance: Duration,
+    store_location: &str,
+) -> Result<(), Skew> {
+    if let Some(offset) = evidence.store_offset {
+        let off_by = if offset.min > tolerance {
+            Some(offset.min)
+        } else if offset.max < -tolerance {
+            Some(offset.max)
+        } else {
+            None
+        };
+        if let Some(off_by) = off_by {
+            return Err(Skew {
+                offset: off_by,
+                witness: Witness::Store(store_location.to_owned()),
+                tolerance,
+            });
+        }
+    }
+    if let Some(document) = evidence.document_time
+        && now + tolerance < document
+    {
+        return Err(Skew {
+            offset: now - document,
+            witness: Witness::Document(document),
+            tolerance,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn t(seconds: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap() + Duration::seconds(seconds)
+    }
+
+    #[test]
+    fn a_measured_offset_brackets_the_truth() {
+        // We are 10 s ahead; the answer took 200 ms; the store's Date is whole seconds.
+        let sent = t(10);
+        let received = sent + Duration::milliseconds(200);
+        let store_read_at = t(0) + Duration::milliseconds(100);
+        let stamped = t(0); // store_read_at truncated to the second
+        let offset = StoreOffset::measure(sent, received, stamped, Duration::seconds(1));
+        let truth = received - Duration::milliseconds(100) - store_read_at;
+        assert!(offset.min <= truth && truth <= offset.max, "{offset:?}");
+        assert_eq!(offset.min, Duration::seconds(9));
+        assert_eq!(offset.max, Duration::milliseconds(10_200));
+    }
+
+    #[test]
+    fn within_the_tolerance_is_quiet_beyond_it_names_the_witness() {
+        let tolerance = Duration::seconds(60);
+        let behind_document = ClockEvidence {
+            document_time: Some(t(0)),
+            store_offset: None,
+        };
+        check(t(-59), &behind_document, tolerance, "file").unwrap();
+        let skew = check(t(-86_400), &behind_document, tolerance, "file").unwrap_err();
+        assert_eq!(skew.offset, Duration::seconds(-86_400));
+        let text = skew.to_string();
+        assert!(text.starts_with("this host's clock is 1d behind the newest time written into the stored keyset (2026-11-29T12:00:00.000Z"), "{text}");
+        assert!(text.contains("more than clock_skew (1m)"), "{text}");
+
+        // A document from long ago says nothing about a clock that is ahead.
+        check(t(86_400 * 3), &behind_document, tolerance, "file").unwrap();
+        let ahead_of_store = ClockEvidence {
+            document_time: Some(t(0)),
+            store_offset: Some(StoreOffset {
+                min: Duration::seconds(259_199),
+                max: Duration::seconds(259_201),
+            }),
+        };
+        let skew = check(
+            t(259_200),
+            &ahead_of_store,
+            tolerance,
+            "aws-secrets-manager:s",
+        )
+        .unwrap_err();
+        assert_eq!(skew.witness, Witness::Store("aws-secrets-manager:s".into()));
+        assert!(skew.to_string().starts_with("this host's clock is 2d23h59m59s ahead of the clock of the store aws-secrets-manager:s"), "{skew}");
+        // An uncertain measurement that may be within the tolerance is not a skew.
+        let unsure = ClockEvidence {
+            document_time: None,
+            store_offset: Some(StoreOffset {
+                min: Duration::seconds(59),
+                max: Duration::seconds(61),
+            }),
+        };
+        check(t(0), &unsure, tolerance, "s").unwrap();
+    }
+
+    #[test]
+    fn pruning_waits_for_the_slowest_clock() {
+        let evidence = ClockEvidence {
+            document_time: None,
+            store_offset: Some(StoreOffset {
+                min: Duration::seconds(20),
+                max: Duration::seconds(30),
+            }),
+        };
+        assert_eq!(evidence.times(t(100)).expired_by, t(70));
+        let behind = ClockEvidence {
+            document_time: None,
+            store_offset: Some(StoreOffset {
+                min: Duration::seconds(-30),
+                max: Duration::seconds(-20),
+            }),
+        };
+        assert_eq!(behind.times(t(100)).expired_by, t(100));
+        assert_eq!(behind.reference_time(t(100)), t(125));
     }
 }

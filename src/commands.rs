@@ -295,7 +295,8 @@ fn time(at: DateTime<Utc>) -> String {
 
 async fn check_config(config: &Config) -> anyhow::Result<()> {
     let (store, snapshot) = open_store(config).await?;
-    let now = Utc::now();
+    let clock = check_clock(config, store.as_ref(), &snapshot);
+    let now = timeline::decision_time(&snapshot.keyset, Utc::now());
     let keys = &config.keys;
     let lead = keys.jwks_max_age + keys.clock_skew;
     let retention = keys.max_token_lifetime + keys.clock_skew;
@@ -335,12 +336,44 @@ async fn check_config(config: &Config) -> anyhow::Result<()> {
             );
         }
     }
-    Ok(())
+    match clock {
+        Ok(line) => {
+            println!("{line}");
+            Ok(())
+        }
+        Err(skew) => {
+            println!("clock: {skew}");
+            Err(anyhow::anyhow!(skew))
+        }
+    }
+}
+
+/// This host's clock against the store's and the stored keyset's: one line
+/// for `check-config`, or why they disagree beyond `clock_skew`.
+fn check_clock(
+    config: &Config,
+    store: &dyn KeyStore,
+    snapshot: &Snapshot,
+) -> Result<String, crate::clock::Skew> {
+    let evidence = crate::rotator::evidence_of(snapshot);
+    let tolerance = config.keys.policy().skew;
+    crate::clock::check(Utc::now(), &evidence, tolerance, &store.location())?;
+    Ok(match evidence.store_offset {
+        Some(offset) => format!(
+            "clock: within clock_skew ({}) of the store's: this host's is {:+.3}s from it",
+            format_duration(config.keys.clock_skew),
+            offset.estimate().num_milliseconds() as f64 / 1000.0
+        ),
+        None => format!(
+            "clock: not behind the stored keyset by more than clock_skew ({}); the store has no clock to compare with",
+            format_duration(config.keys.clock_skew)
+        ),
+    })
 }
 
 async fn keys(config: &Config, json: bool) -> anyhow::Result<()> {
     let (_store, snapshot) = open_store(config).await?;
-    let now = Utc::now();
+    let now = timeline::decision_time(&snapshot.keyset, Utc::now());
     if json {
         let rows: Vec<serde_json::Value> = snapshot
             .keyset

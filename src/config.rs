@@ -193,6 +193,7 @@ impl KeysConfig {
         Policy {
             lead: chrono(self.jwks_max_age + self.clock_skew),
             retention: chrono(self.max_token_lifetime + self.clock_skew),
+            skew: chrono(self.clock_skew),
         }
     }
 }

@@ -12,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::clock::ClockView;
 use crate::keyset::Keyset;
 use crate::timeline::{self, KeyState};
 
@@ -37,6 +38,8 @@ pub struct Metrics {
     registry: Registry,
     keys: Family<StateLabel, Gauge>,
     current_key_age: Family<AlgLabel, Gauge<f64, AtomicU64>>,
+    clock_offset: Gauge<f64, AtomicU64>,
+    clock_skew_exceeded: Gauge,
     /// Keys made by rotations (scheduled or requested).
     pub rotations: Counter,
     /// Rotation passes that could not store their result.
@@ -65,6 +68,18 @@ impl Metrics {
         let store_errors = Counter::default();
         let tokens_issued = Counter::default();
         let http_requests = Family::<RequestLabels, Counter>::default();
+        let clock_offset = Gauge::<f64, AtomicU64>::default();
+        let clock_skew_exceeded = Gauge::default();
+        registry.register(
+            "clock_offset_seconds",
+            "This host's clock minus the store's (Secrets Manager's Date, the file system's timestamps), as last measured",
+            clock_offset.clone(),
+        );
+        registry.register(
+            "clock_skew_exceeded",
+            "1 while this host's clock is more than clock_skew from the store's or behind the stored keyset: no keyset writes",
+            clock_skew_exceeded.clone(),
+        );
         registry.register("keys", "Keys in the store by state", keys.clone());
         registry.register(
             "current_key_age_seconds",
@@ -92,6 +107,8 @@ impl Metrics {
             registry,
             keys,
             current_key_age,
+            clock_offset,
+            clock_skew_exceeded,
             rotations,
             rotation_failures,
             store_errors,
@@ -107,13 +124,22 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition text, with the key gauges computed for `keyset` at `now`.
+    /// The exposition text, with the key gauges computed for `keyset` at `now`
+    /// and the clock gauges from `clock`.
     pub fn render_at(
         &self,
         keyset: &Keyset,
         families: &[crate::keys::Algorithm],
+        clock: &ClockView,
         now: DateTime<Utc>,
     ) -> String {
+        if let Some(offset) = clock.evidence.store_offset {
+            self.clock_offset
+                .set(offset.estimate().num_milliseconds() as f64 / 1000.0);
+        }
+        self.clock_skew_exceeded
+            .set(i64::from(clock.skew.is_some()));
+        let now = clock.time_at(now);
         for state in [
             KeyState::Next,
             KeyState::Current,
@@ -158,7 +184,12 @@ mod tests {
         metrics.tokens_issued.inc();
         let mut keyset = crate::store::contract::keyset(&[crate::keys::Algorithm::Es256]);
         keyset.keys[0].activates_at = Utc::now() - chrono::Duration::minutes(1);
-        let text = metrics.render_at(&keyset, &[crate::keys::Algorithm::Es256], Utc::now());
+        let text = metrics.render_at(
+            &keyset,
+            &[crate::keys::Algorithm::Es256],
+            &ClockView::default(),
+            Utc::now(),
+        );
         for series in [
             "jwkd_keys{state=\"current\"} 1",
             "jwkd_rotations_total 0",
@@ -167,6 +198,7 @@ mod tests {
             "jwkd_tokens_issued_total 1",
             "jwkd_http_requests_total{route=\"/healthz\",status=\"200\"} 1",
             "jwkd_current_key_age_seconds{alg=\"ES256\"} 6",
+            "jwkd_clock_skew_exceeded 0",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockEvidence, ClockView, Skew, Times};
 use crate::config::Config;
 use crate::keys::{Algorithm, KeyError, Signer};
 use crate::keyset::{Generator, Keyset};
@@ -63,6 +63,19 @@ pub enum OperationError {
     /// Writers kept conflicting.
     #[error("gave up after {MAX_CONFLICT_RETRIES} conflicting writes to the store")]
     TooManyConflicts,
+    /// This host's clock disagrees with the store or the stored document by
+    /// more than `clock_skew`: nothing is written.
+    #[error(transparent)]
+    Clock(#[from] Skew),
+}
+
+/// What an operation decided.
+#[derive(Clone, Debug, Default)]
+pub struct Decision {
+    /// The keyset to store; `None` when nothing changes.
+    pub keyset: Option<Keyset>,
+    /// What changed, or (for a rotation already pending) what is in effect.
+    pub changes: Vec<Change>,
 }
 
 /// The configuration the timeline needs, owned so it can move to a blocking task.
@@ -90,12 +103,37 @@ impl Planner {
         }
     }
 
+    /// A planner from its parts, for tests that need no configuration file.
+    #[cfg(test)]
+    pub(crate) fn from_parts(
+        families: Vec<Algorithm>,
+        schedule: Schedule,
+        policy: Policy,
+        x5c: bool,
+    ) -> Planner {
+        Planner {
+            families,
+            schedule,
+            policy,
+            generator: Generator {
+                x5c,
+                clock_skew: policy.skew,
+            },
+        }
+    }
+
     /// The configured families.
     pub fn families(&self) -> &[Algorithm] {
         &self.families
     }
 
-    /// Decides what `operation` does to `keyset` at `now`; `None` if nothing changes.
+    /// `clock_skew`: how far this host's clock may be from the others'.
+    pub fn tolerance(&self) -> chrono::Duration {
+        self.policy.skew
+    }
+
+    /// Decides what `operation` does to `keyset` at `times`. A write also
+    /// drops what no longer needs storing ([`timeline::prune_at`]).
     ///
     /// # Errors
     /// [`OperationError`] when a key cannot be made or a revocation is refused.
@@ -103,33 +141,56 @@ impl Planner {
         &self,
         operation: &Operation,
         keyset: &Keyset,
-        now: DateTime<Utc>,
-    ) -> Result<Option<(Keyset, Vec<Change>)>, OperationError> {
+        times: Times,
+    ) -> Result<Decision, OperationError> {
         let plan = Plan {
             families: &self.families,
             schedule: &self.schedule,
             policy: self.policy,
         };
         let mut generator = self.generator;
-        match operation {
-            Operation::Maintain => Ok(timeline::maintain_at(keyset, &plan, now, &mut generator)?),
-            Operation::Rotate => Ok(Some(timeline::rotate_at(
-                keyset,
-                &plan,
-                now,
-                &mut generator,
-            )?)),
+        let now = times.now;
+        let (keyset_after, mut changes) = match operation {
+            Operation::Maintain => match timeline::maintain_at(keyset, &plan, now, &mut generator)?
+            {
+                Some((keyset, changes)) => (Some(keyset), changes),
+                None => (None, Vec::new()),
+            },
+            Operation::Rotate => timeline::rotate_at(keyset, &plan, now, &mut generator)?,
             Operation::Revoke(kid) => {
                 match timeline::revoke_at(keyset, kid, &plan, now, &mut generator) {
-                    Ok(result) => Ok(Some(result)),
-                    Err(RevokeError::UnknownKid(kid)) => Err(OperationError::UnknownKid(kid)),
-                    Err(RevokeError::AlreadyRevoked(kid)) => {
-                        Err(OperationError::AlreadyRevoked(kid))
+                    Ok((keyset, changes)) => (Some(keyset), changes),
+                    Err(RevokeError::UnknownKid(kid)) => {
+                        return Err(OperationError::UnknownKid(kid));
                     }
-                    Err(RevokeError::Maker(err)) => Err(err.into()),
+                    Err(RevokeError::AlreadyRevoked(kid)) => {
+                        return Err(OperationError::AlreadyRevoked(kid));
+                    }
+                    Err(RevokeError::Maker(err)) => return Err(err.into()),
                 }
             }
-        }
+        };
+        let keep_revoked = match operation {
+            Operation::Revoke(kid) => Some(kid.as_str()),
+            Operation::Maintain | Operation::Rotate => None,
+        };
+        let keyset = keyset_after.map(|mut keyset| {
+            changes.extend(timeline::prune_at(
+                &mut keyset,
+                keep_revoked,
+                times.expired_by,
+            ));
+            keyset
+        });
+        Ok(Decision { keyset, changes })
+    }
+}
+
+/// What the daemon knows about the clocks around it, from a snapshot.
+pub fn evidence_of(snapshot: &Snapshot) -> ClockEvidence {
+    ClockEvidence {
+        document_time: timeline::document_time(&snapshot.keyset),
+        store_offset: snapshot.store_offset,
     }
 }
 
@@ -154,19 +215,30 @@ pub async fn update_store(
     };
     for _ in 0..MAX_CONFLICT_RETRIES {
         let now = clock.now();
+        let evidence = evidence_of(&snapshot);
+        crate::clock::check(now, &evidence, planner.tolerance(), &store.location())?;
+        let times = evidence.times(now);
         let decision = {
             // Key generation (RSA in particular) is CPU work: keep it off the async workers.
             let planner = planner.clone();
             let operation = operation.clone();
             let keyset = snapshot.keyset.clone();
-            tokio::task::spawn_blocking(move || planner.apply_at(&operation, &keyset, now))
+            tokio::task::spawn_blocking(move || planner.apply_at(&operation, &keyset, times))
                 .await
                 .map_err(|err| {
                     KeyError::Certificate(format!("key generation task failed: {err}"))
                 })??
         };
-        let Some((keyset, changes)) = decision else {
-            return Ok((snapshot, Vec::new()));
+        let (keyset, changes) = match decision {
+            Decision {
+                keyset: Some(keyset),
+                changes,
+            } => (keyset, changes),
+            // Nothing to write: a rotation already pending says so in its changes.
+            Decision {
+                keyset: None,
+                changes,
+            } => return Ok((snapshot, changes)),
         };
         match store
             .compare_and_swap(snapshot.version.as_ref(), &keyset)
@@ -177,6 +249,7 @@ pub async fn update_store(
                     Snapshot {
                         keyset,
                         version: Some(version),
+                        store_offset: snapshot.store_offset,
                     },
                     changes,
                 ));
@@ -220,6 +293,9 @@ pub struct Rotator {
     watchdog: Option<Watchdog>,
     /// The last status line handed out, so only changes are sent to systemd.
     status: Option<String>,
+    /// Set while this host's clock is beyond `clock_skew` from the store or
+    /// the stored document: no writes until it clears.
+    skew: Option<Skew>,
 }
 
 impl Rotator {
@@ -236,6 +312,7 @@ impl Rotator {
             retry_delay: None,
             watchdog: None,
             status: None,
+            skew: None,
         }
     }
 
@@ -258,21 +335,24 @@ impl Rotator {
         if view.jwks.is_none() {
             return "starting: no keyset loaded yet".to_owned();
         }
+        let states_at = view.time_at(now);
         let families: Vec<String> = self
             .planner
             .families
             .iter()
-            .map(|&alg| match timeline::current_at(&view.keyset, alg, now) {
-                Some(key) => match key.deactivates_at {
-                    Some(at) => format!(
-                        "{alg} current {}, next rotation {}",
-                        key.kid,
-                        at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ),
-                    None => format!("{alg} current {}, no successor yet", key.kid),
+            .map(
+                |&alg| match timeline::current_at(&view.keyset, alg, states_at) {
+                    Some(key) => match key.deactivates_at {
+                        Some(at) => format!(
+                            "{alg} current {}, next rotation {}",
+                            key.kid,
+                            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        ),
+                        None => format!("{alg} current {}, no successor yet", key.kid),
+                    },
+                    None => format!("{alg} has no current key"),
                 },
-                None => format!("{alg} has no current key"),
-            })
+            )
             .collect();
         let mut status = format!("serving; {}", families.join("; "));
         if let Err(reason) = self.shared.readiness_at(now) {
@@ -321,11 +401,16 @@ impl Rotator {
             .await
             {
                 Ok((stored, changes)) => {
+                    self.clock_agrees();
                     self.count_changes(&changes);
                     if !changes.is_empty() {
                         self.record_success();
                     }
                     self.snapshot = Some(stored);
+                }
+                Err(OperationError::Clock(skew)) => {
+                    self.clock_disagrees(skew);
+                    self.snapshot = Some(snapshot);
                 }
                 Err(err) => {
                     self.shared.metrics.rotation_failures.inc();
@@ -336,8 +421,28 @@ impl Rotator {
             }
         }
         let now = self.clock.now();
-        self.publish(now);
-        self.sleep_after(now, refresh_interval)
+        let states_at = self.publish(now);
+        self.sleep_after(now, states_at, refresh_interval)
+    }
+
+    /// Our clock agrees with the others again (or always did).
+    fn clock_agrees(&mut self) {
+        if let Some(skew) = self.skew.take() {
+            tracing::info!(was = %skew, "this host's clock agrees with the store and the keyset again: writes resume");
+        }
+    }
+
+    /// Our clock is beyond the tolerance: say so when that starts or the
+    /// witness changes, and write nothing.
+    fn clock_disagrees(&mut self, skew: Skew) {
+        let news = self
+            .skew
+            .as_ref()
+            .is_none_or(|previous| previous.witness != skew.witness);
+        if news {
+            tracing::error!("{skew}; serving the last good keyset");
+        }
+        self.skew = Some(skew);
     }
 
     /// Re-reads the store; false if that failed.
@@ -392,18 +497,24 @@ impl Rotator {
     }
 
     /// Publishes the stored keyset if what it publishes at `now` changed.
-    fn publish(&self, now: DateTime<Utc>) {
+    /// Returns the instant key states were evaluated at (see [`ClockView`]).
+    fn publish(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let Some(snapshot) = &self.snapshot else {
-            return;
+            return now;
         };
+        let clock = ClockView {
+            evidence: evidence_of(snapshot),
+            skew: self.skew.clone(),
+        };
+        let now = clock.time_at(now);
         let current = self.shared.view.load();
         let document = JwksDocument::build(&snapshot.keyset, &self.planner.families, now);
         let same_body = current
             .jwks
             .as_ref()
             .is_some_and(|published| published.body == document.body);
-        if same_body && *current.keyset == snapshot.keyset {
-            return;
+        if same_body && *current.keyset == snapshot.keyset && current.clock == clock {
+            return now;
         }
         let jwks = if same_body {
             current.jwks.clone()
@@ -422,7 +533,9 @@ impl Rotator {
             keyset: Arc::new(snapshot.keyset.clone()),
             jwks,
             signers,
+            clock,
         }));
+        now
     }
 
     /// Parsed signers for the keys that sign now or will next, reusing those
@@ -455,7 +568,14 @@ impl Rotator {
         signers
     }
 
-    fn sleep_after(&self, now: DateTime<Utc>, refresh_interval: Duration) -> Duration {
+    /// How long to sleep after a pass at `now`, whose key states were
+    /// evaluated at `states_at`.
+    fn sleep_after(
+        &self,
+        now: DateTime<Utc>,
+        states_at: DateTime<Utc>,
+        refresh_interval: Duration,
+    ) -> Duration {
         let mut sleep = refresh_interval;
         if let Some(last) = self.last_refresh {
             let since = (now - last).to_std().unwrap_or_default();
@@ -467,9 +587,9 @@ impl Rotator {
             sleep = jitter(retry);
         }
         if let Some(snapshot) = &self.snapshot
-            && let Some(transition) = timeline::next_transition_after(&snapshot.keyset, now)
+            && let Some(transition) = timeline::next_transition_after(&snapshot.keyset, states_at)
         {
-            sleep = sleep.min((transition - now).to_std().unwrap_or_default());
+            sleep = sleep.min((transition - states_at).to_std().unwrap_or_default());
         }
         // Wake a hair after a transition, never before it, and never spin.
         sleep.max(Duration::from_millis(5)) + Duration::from_millis(2)
@@ -516,6 +636,7 @@ impl Rotator {
         .await;
         match result {
             Ok((snapshot, changes)) => {
+                self.clock_agrees();
                 self.count_changes(&changes);
                 self.snapshot = Some(snapshot);
                 self.last_refresh = Some(self.clock.now());
@@ -524,8 +645,15 @@ impl Rotator {
                 Ok(changes)
             }
             Err(err) => {
-                if let OperationError::Store(store_error) = &err {
-                    self.record_failure(&store_error.to_string());
+                match &err {
+                    OperationError::Store(store_error) => {
+                        self.record_failure(&store_error.to_string());
+                    }
+                    OperationError::Clock(skew) => {
+                        self.clock_disagrees(skew.clone());
+                        self.publish(self.clock.now());
+                    }
+                    _ => {}
                 }
                 Err(err)
             }
@@ -597,6 +725,9 @@ fn jitter(delay: Duration) -> Duration {
     let factor: f64 = rand::random_range(0.5..=1.0);
     delay.mul_f64(factor)
 }
+
+#[cfg(test)]
+mod clock_tests;
 
 #[cfg(test)]
 mod tests {

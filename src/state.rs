@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use crate::auth::Authenticator;
+use crate::clock::ClockView;
 use crate::config::Config;
 use crate::keys::{Algorithm, Signer};
 use crate::keyset::Keyset;
@@ -69,12 +70,19 @@ pub struct KeysetView {
     pub jwks: Option<JwksDocument>,
     /// Parsed signing keys of every key that was next or current when published, by kid.
     pub signers: HashMap<String, Arc<Signer>>,
+    /// How the clock stood: key states are evaluated at `clock.time_at(now)`.
+    pub clock: ClockView,
 }
 
 impl KeysetView {
+    /// The instant key states are evaluated at when this host's clock says `now`.
+    pub fn time_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.clock.time_at(now)
+    }
+
     /// The signer of the current key of `alg` at `now`.
     pub fn current_signer_at(&self, alg: Algorithm, now: DateTime<Utc>) -> Option<Arc<Signer>> {
-        let key = timeline::current_at(&self.keyset, alg, now)?;
+        let key = timeline::current_at(&self.keyset, alg, self.time_at(now))?;
         self.signers.get(&key.kid).cloned()
     }
 }
@@ -114,6 +122,7 @@ impl Shared {
                 keyset: Arc::new(Keyset::default()),
                 jwks: None,
                 signers: HashMap::new(),
+                clock: ClockView::default(),
             }),
             store_status: ArcSwap::from_pointee(StoreStatus::default()),
             auth: ArcSwap::from_pointee(Authenticator::new(&config.clients)?),
@@ -139,12 +148,16 @@ impl Shared {
         if let Some(error) = &status.last_error {
             return Err(format!("last store operation failed: {error}"));
         }
+        if let Some(skew) = &view.clock.skew {
+            return Err(skew.to_string());
+        }
+        let states_at = view.time_at(now);
         for &alg in &config.keys.algorithms {
             let has = |state: KeyState| {
                 view.keyset
                     .keys
                     .iter()
-                    .any(|key| key.alg == alg && timeline::state_at(key, now) == state)
+                    .any(|key| key.alg == alg && timeline::state_at(key, states_at) == state)
             };
             if !has(KeyState::Current) {
                 return Err(format!("{alg} has no current key"));

@@ -8,13 +8,19 @@
 //!
 //! - exactly one key is current at any instant;
 //! - after a change there is exactly one next key, published at least
-//!   `lead = jwks_max_age + clock_skew` before it activates;
+//!   `lead = jwks_max_age + clock_skew` before it activates; no sequence of
+//!   rotations makes a second one;
 //! - a key stays published until `deactivates_at + retention`
 //!   (`retention = max_token_lifetime + clock_skew`), and only expired or revoked
-//!   keys are ever removed.
+//!   keys are ever removed ([`prune_at`], which only rides along with a write);
+//! - every time written is at or after the document's newest write
+//!   ([`decision_time`]) and `activates_at >= created_at`, so every document these
+//!   functions produce loads again, whatever the clock said.
 //!
 //! The exceptions are logged by the callers: the first key of an empty family
 //! signs at once, and revoking the current key promotes the next one at once.
+//! Both are written `clock_skew` in the past ([`Policy::skew`]), so replicas whose
+//! clocks are behind by up to that much agree on the current key at once.
 
 use std::fmt;
 
@@ -32,6 +38,10 @@ pub struct Policy {
     /// `max_token_lifetime + clock_skew`: how long a key stays published after it
     /// stops signing.
     pub retention: Duration,
+    /// `clock_skew`: how far apart the clocks of replicas may be. A decision that
+    /// takes effect at once is written this far in the past, so that a replica
+    /// whose clock is behind by up to this much sees it in effect too.
+    pub skew: Duration,
 }
 
 /// A key's state at an instant (CONTRACT §4).
@@ -216,6 +226,23 @@ pub enum Change {
         /// True when this skipped pre-publication (emergency revocation).
         early: bool,
     },
+    /// A rotation asked for while one is already pending: nothing changed; this
+    /// key becomes current at `activates_at`, the earliest instant it may.
+    Pending {
+        /// Its family.
+        alg: Algorithm,
+        /// Its kid.
+        kid: String,
+        /// When it becomes current.
+        activates_at: DateTime<Utc>,
+    },
+    /// A key whose signing interval is empty (it can never sign) leaves the JWKS.
+    NeverSigns {
+        /// Its family.
+        alg: Algorithm,
+        /// Its kid.
+        kid: String,
+    },
     /// A key was revoked.
     Revoked {
         /// Its family.
@@ -276,6 +303,21 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
+            Change::Pending {
+                alg,
+                kid,
+                activates_at,
+            } => write!(
+                f,
+                "{alg}: a rotation is already pending: key {kid} becomes current at {} \
+                 (the earliest instant it has been published for jwks_max_age + clock_skew); \
+                 no new key made",
+                at(activates_at)
+            ),
+            Change::NeverSigns { alg, kid } => write!(
+                f,
+                "{alg}: key {kid} can never sign (its signing interval is empty): withdrawn"
+            ),
             Change::Revoked { alg, kid } => write!(f, "{alg}: key {kid} revoked"),
             Change::Retired { alg, kid } => {
                 write!(f, "{alg}: key {kid} retired (family no longer configured)")
@@ -319,26 +361,71 @@ impl Plan<'_> {
         deactivates_at + self.policy.retention
     }
 
+    /// Ends `key`'s signing at `deactivates_at` (`None`: it has no successor).
+    /// A key that signed stays published for the retention after; a key whose
+    /// signing interval is empty never signed under any clock, so no token
+    /// depends on it and it leaves the JWKS at once.
     fn set_deactivation(&self, key: &mut KeyRecord, deactivates_at: Option<DateTime<Utc>>) {
         key.deactivates_at = deactivates_at;
-        key.expires_at = deactivates_at.map(|at| at + self.policy.retention);
+        key.expires_at = deactivates_at.map(|at| {
+            if at <= key.activates_at {
+                at
+            } else {
+                at + self.policy.retention
+            }
+        });
     }
 
     fn make<M: KeyMaker>(
         &self,
         maker: &mut M,
         alg: Algorithm,
-        now: DateTime<Utc>,
+        created_at: DateTime<Utc>,
         activates_at: DateTime<Utc>,
     ) -> Result<KeyRecord, M::Error> {
-        maker.make(alg, now, activates_at, self.planned_expiry(activates_at))
+        // What the loader checks, the timeline never writes otherwise.
+        let activates_at = activates_at.max(created_at);
+        maker.make(
+            alg,
+            created_at,
+            activates_at,
+            self.planned_expiry(activates_at),
+        )
     }
+
+    /// When a key promoted "at once" at `now` starts signing: `clock_skew` in the
+    /// past, so that a replica whose clock is behind by up to that much sees it
+    /// current too, but never before the key was made.
+    fn at_once(&self, key: &KeyRecord, now: DateTime<Utc>) -> DateTime<Utc> {
+        (now - self.policy.skew).max(key.created_at)
+    }
+}
+
+/// The newest instant a writer stamped into the keyset as its own "now": when
+/// keys were made and revoked. Every other time in the document is derived
+/// from the schedule, so this is the best lower bound the document gives of
+/// the clocks of those that wrote it.
+pub fn document_time(keyset: &Keyset) -> Option<DateTime<Utc>> {
+    keyset
+        .keys
+        .iter()
+        .flat_map(|key| [Some(key.created_at), key.revoked_at])
+        .flatten()
+        .max()
+}
+
+/// The instant a decision at `now` is made for: never before the document's
+/// newest write, so that a writer whose clock is a little behind the one that
+/// wrote last decides as if it were not, and every time it writes is at or
+/// after the times already there (the loader's order checks always hold).
+pub fn decision_time(keyset: &Keyset, now: DateTime<Utc>) -> DateTime<Utc> {
+    document_time(keyset).map_or(now, |written| now.max(written))
 }
 
 /// Brings a keyset in line with the timeline at `now`: every configured family
 /// gets a current and a next key, the current key's end is its successor's start,
-/// unconfigured families stop signing, and if anything changed, expired and
-/// long-revoked keys are pruned. Returns `None` when nothing needs to change.
+/// and unconfigured families stop signing. Returns `None` when nothing needs to
+/// change. Nothing is removed here: see [`prune_at`].
 ///
 /// # Errors
 /// Only when `maker` fails.
@@ -348,6 +435,7 @@ pub fn maintain_at<M: KeyMaker>(
     now: DateTime<Utc>,
     maker: &mut M,
 ) -> Result<Option<(Keyset, Vec<Change>)>, M::Error> {
+    let now = decision_time(keyset, now);
     let mut keys = keyset.keys.clone();
     let mut changes = Vec::new();
     for &alg in plan.families {
@@ -377,11 +465,27 @@ pub fn maintain_at<M: KeyMaker>(
             KeyState::Retired | KeyState::Expired | KeyState::Revoked => {}
         }
     }
+    // Keys that can never sign (an empty signing interval, as earlier versions
+    // left behind after rotate storms) leave the JWKS at once.
+    for key in &mut keys {
+        if let Some(deactivates_at) = key.deactivates_at
+            && deactivates_at <= key.activates_at
+            && key
+                .expires_at
+                .is_some_and(|expires_at| expires_at > deactivates_at)
+            && key.revoked_at.is_none()
+        {
+            key.expires_at = Some(deactivates_at);
+            changes.push(Change::NeverSigns {
+                alg: key.alg,
+                kid: key.kid.clone(),
+            });
+        }
+    }
     if changes.is_empty() {
         return Ok(None);
     }
     recertify(&mut keys, maker)?;
-    prune(&mut keys, plan.policy, now, &mut changes);
     Ok(Some((Keyset { keys }, changes)))
 }
 
@@ -411,6 +515,7 @@ fn ensure_family<M: KeyMaker>(
                     key.alg == alg
                         && state_at(key, now) == KeyState::Retired
                         && key.activates_at <= now
+                        && key.deactivates_at > Some(key.activates_at)
                 })
                 .max_by_key(|&key_idx| keys[key_idx].activates_at);
             let next = in_state(keys, KeyState::Next);
@@ -423,16 +528,20 @@ fn ensure_family<M: KeyMaker>(
                 });
                 key_idx
             } else if let Some(&key_idx) = next.first() {
-                keys[key_idx].activates_at = now;
+                let activates_at = plan.at_once(&keys[key_idx], now);
+                keys[key_idx].activates_at = activates_at;
                 changes.push(Change::Promoted {
                     alg,
                     kid: keys[key_idx].kid.clone(),
-                    activates_at: now,
+                    activates_at,
                     early: true,
                 });
                 key_idx
             } else {
-                let key = plan.make(maker, alg, now, now)?;
+                // Signs at once: made `clock_skew` in the past, so every replica
+                // within the tolerance sees it current from the moment it is stored.
+                let at = now - plan.policy.skew;
+                let key = plan.make(maker, alg, at, at)?;
                 changes.push(Change::FirstKey {
                     alg,
                     kid: key.kid.clone(),
@@ -462,7 +571,7 @@ fn ensure_family<M: KeyMaker>(
         }
     };
 
-    // 2. Exactly one next key, and the current key ends when it starts.
+    // 2. A next key, and the current key ends when it starts.
     let next = in_state(keys, KeyState::Next);
     match next.first() {
         None => {
@@ -526,14 +635,24 @@ fn recertify<M: KeyMaker>(keys: &mut [KeyRecord], maker: &mut M) -> Result<(), M
     Ok(())
 }
 
-fn prune(keys: &mut Vec<KeyRecord>, policy: Policy, now: DateTime<Utc>, changes: &mut Vec<Change>) {
-    keys.retain(|key| {
-        let expired = key.expires_at.is_some_and(|expires_at| now >= expires_at);
-        // A revoked key's record is kept for the retention period, for `jwkd keys`.
-        let revoked_long_ago = key
-            .revoked_at
-            .is_some_and(|revoked_at| now >= revoked_at + policy.retention);
-        let keep = !(expired || revoked_long_ago);
+/// Removes what no longer needs to be stored, as part of a write: keys
+/// expired by `expired_by`, and revoked keys except `keep_revoked` (a revoked
+/// key's record is kept by the write that revokes it, so that write's answer
+/// shows it, and dropped by the next: its private key has no use left).
+/// `expired_by` is the earliest of the clocks the caller can check, so a clock
+/// that runs fast never removes a key that verifiers may still need.
+pub fn prune_at(
+    keyset: &mut Keyset,
+    keep_revoked: Option<&str>,
+    expired_by: DateTime<Utc>,
+) -> Vec<Change> {
+    let mut changes = Vec::new();
+    keyset.keys.retain(|key| {
+        let expired = key
+            .expires_at
+            .is_some_and(|expires_at| expired_by >= expires_at);
+        let revoked = key.revoked_at.is_some() && keep_revoked != Some(key.kid.as_str());
+        let keep = !(expired || revoked);
         if !keep {
             changes.push(Change::Pruned {
                 alg: key.alg,
@@ -542,12 +661,17 @@ fn prune(keys: &mut Vec<KeyRecord>, policy: Policy, now: DateTime<Utc>, changes:
         }
         keep
     });
+    changes
 }
 
-/// Rotates every configured family now (CONTRACT §2 `jwkd rotate`): the newest
-/// next key becomes current at once if it has been published for the lead, else as
-/// soon as it has; a new next key is made for the rotation after that. Every call
-/// makes one new key per family, also when an earlier rotation is still pending.
+/// Rotates every configured family now (CONTRACT §2 `jwkd rotate`): the next
+/// key becomes current at once if it has been published for the lead, else as
+/// soon as it has; once it signs it gets a successor of its own. A rotation is
+/// a request for that to happen, so asking again while one is pending changes
+/// nothing and reports the pending key ([`Change::Pending`]): no sequence of
+/// rotations makes more than one next key per family.
+///
+/// Returns `None` when nothing changes.
 ///
 /// # Errors
 /// Only when `maker` fails.
@@ -556,64 +680,63 @@ pub fn rotate_at<M: KeyMaker>(
     plan: &Plan<'_>,
     now: DateTime<Utc>,
     maker: &mut M,
-) -> Result<(Keyset, Vec<Change>), M::Error> {
-    let (mut keyset, mut changes) = match maintain_at(keyset, plan, now, maker)? {
-        Some(maintained) => maintained,
+) -> Result<(Option<Keyset>, Vec<Change>), M::Error> {
+    let now = decision_time(keyset, now);
+    let (mut rotated, mut changes) = match maintain_at(keyset, plan, now, maker)? {
+        Some((maintained, changes)) => (maintained, changes),
         None => (keyset.clone(), Vec::new()),
     };
+    let mut changed = !changes.is_empty();
     for &alg in plan.families {
-        let Some(current) = current_at(&keyset, alg, now).map(|key| key.kid.clone()) else {
+        let Some(current) = current_at(&rotated, alg, now).map(|key| key.kid.clone()) else {
             continue;
         };
-        // Next keys in activation order. Usually one; more when earlier rotations
-        // are still waiting for their keys to be published long enough.
-        let mut next: Vec<usize> = (0..keyset.keys.len())
-            .filter(|&key_idx| {
-                keyset.keys[key_idx].alg == alg
-                    && state_at(&keyset.keys[key_idx], now) == KeyState::Next
-            })
-            .collect();
-        next.sort_by_key(|&key_idx| keyset.keys[key_idx].activates_at);
-        let Some(&newest) = next.last() else {
+        let Some(next) = next_at(&rotated, alg, now).map(|key| key.kid.clone()) else {
+            // The schedule never fires again: nothing to bring forward.
             continue;
         };
-        // The newest next key signs as soon as it is safe; keys queued before it
-        // keep their (earlier or equal) start, so the chain stays in order.
-        let promote_at = now.max(keyset.keys[newest].created_at + plan.policy.lead);
-        keyset.keys[newest].activates_at = promote_at;
-        for &key_idx in &next {
-            let key = &mut keyset.keys[key_idx];
-            key.activates_at = key.activates_at.min(promote_at);
+        let next_idx = position(&rotated, &next);
+        let safe_at = now.max(rotated.keys[next_idx].created_at + plan.policy.lead);
+        let activates_at = rotated.keys[next_idx].activates_at;
+        if activates_at <= safe_at {
+            changes.push(Change::Pending {
+                alg,
+                kid: next,
+                activates_at,
+            });
+            continue;
         }
-        let mut previous = keyset.keys.iter().position(|key| key.kid == current);
-        for &key_idx in &next {
-            let start = keyset.keys[key_idx].activates_at;
-            if let Some(previous_idx) = previous {
-                plan.set_deactivation(&mut keyset.keys[previous_idx], Some(start));
-            }
-            previous = Some(key_idx);
-        }
+        rotated.keys[next_idx].activates_at = safe_at;
+        // Its successor, if it had one, is no longer next-in-line: the chain is
+        // rebuilt from the new start by maintain.
+        plan.set_deactivation(&mut rotated.keys[next_idx], None);
+        let current_idx = position(&rotated, &current);
+        plan.set_deactivation(&mut rotated.keys[current_idx], Some(safe_at));
         changes.push(Change::Promoted {
             alg,
-            kid: keyset.keys[newest].kid.clone(),
-            activates_at: promote_at,
+            kid: next,
+            activates_at: safe_at,
             early: false,
         });
-        let not_before = promote_at + Duration::seconds(1);
-        let activates_at = plan
-            .activation_for_new_key(now, not_before)
-            .unwrap_or((now + plan.policy.lead).max(not_before));
-        let key = plan.make(maker, alg, now, activates_at)?;
-        plan.set_deactivation(&mut keyset.keys[newest], Some(activates_at));
-        changes.push(Change::NewNext {
-            alg,
-            kid: key.kid.clone(),
-            activates_at,
-        });
-        keyset.keys.push(key);
+        changed = true;
     }
-    recertify(&mut keyset.keys, maker)?;
-    Ok((keyset, changes))
+    if !changed {
+        return Ok((None, changes));
+    }
+    if let Some((maintained, more)) = maintain_at(&rotated, plan, now, maker)? {
+        rotated = maintained;
+        changes.extend(more);
+    }
+    recertify(&mut rotated.keys, maker)?;
+    Ok((Some(rotated), changes))
+}
+
+fn position(keyset: &Keyset, kid: &str) -> usize {
+    keyset
+        .keys
+        .iter()
+        .position(|key| key.kid == kid)
+        .expect("a kid just found in this keyset")
 }
 
 /// Why a revocation was refused.
@@ -631,7 +754,8 @@ pub enum RevokeError<E> {
 }
 
 /// Withdraws `kid` at once (CONTRACT §2 `jwkd revoke`). If it was signing, the
-/// next key takes over at once; either way the family gets a new next key.
+/// next key takes over at once (written `clock_skew` in the past, see
+/// [`Policy::skew`]); either way the family gets a new next key.
 ///
 /// # Errors
 /// [`RevokeError`] when the kid is unknown or already revoked, or `maker` fails.
@@ -642,6 +766,7 @@ pub fn revoke_at<M: KeyMaker>(
     now: DateTime<Utc>,
     maker: &mut M,
 ) -> Result<(Keyset, Vec<Change>), RevokeError<M::Error>> {
+    let now = decision_time(keyset, now);
     let mut keyset = keyset.clone();
     let key_idx = keyset
         .keys
@@ -659,18 +784,21 @@ pub fn revoke_at<M: KeyMaker>(
     }];
     match state {
         KeyState::Current => {
+            let mut end = now;
             if let Some(next_kid) = next_at(&keyset, alg, now).map(|key| key.kid.clone())
                 && let Some(next) = keyset.keys.iter_mut().find(|key| key.kid == next_kid)
             {
-                next.activates_at = now;
+                let activates_at = plan.at_once(next, now);
+                next.activates_at = activates_at;
+                end = activates_at;
                 changes.push(Change::Promoted {
                     alg,
                     kid: next_kid,
-                    activates_at: now,
+                    activates_at,
                     early: true,
                 });
             }
-            plan.set_deactivation(&mut keyset.keys[key_idx], Some(now));
+            plan.set_deactivation(&mut keyset.keys[key_idx], Some(end));
         }
         KeyState::Next => {
             // Its predecessor (the current key, or a pending next key) loses its

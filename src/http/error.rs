@@ -55,6 +55,16 @@ impl ApiError {
         )
     }
 
+    /// A 503 while this host's clock is beyond `clock_skew` from the store's:
+    /// a token it stamped would be rejected by verifiers, or outlive its key.
+    pub fn clock_skew(skew: &crate::clock::Skew) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("not signing: {skew}"),
+        )
+    }
+
     /// A 500 whose cause was logged.
     pub fn internal() -> ApiError {
         ApiError::new(

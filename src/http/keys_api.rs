@@ -60,8 +60,8 @@ pub async fn signing_keys(
     authorization: Option<String>,
 ) -> Result<warp::reply::Response, ApiError> {
     let client = credentials::authorize(&shared, authorization, Role::Issuer).await?;
-    let now = Utc::now();
     let view = shared.view.load();
+    let now = view.time_at(Utc::now());
     let current = timeline::current_at(&view.keyset, client.algorithm, now)
         .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
     let next = timeline::next_at(&view.keyset, client.algorithm, now);
@@ -98,6 +98,7 @@ pub async fn sign(
         }
     };
     let config = shared.config.load();
+    refuse_while_clock_is_off(&shared)?;
     let now = Utc::now();
     let iat = now.timestamp();
     let cap =
@@ -210,8 +211,8 @@ pub async fn admin(
     for change in &changes {
         tracing::info!(target: "jwkd::audit", client = %client.id, action = %what, "{change}");
     }
-    let now = Utc::now();
     let view = shared.view.load();
+    let now = view.time_at(Utc::now());
     let keys: Vec<Value> = view
         .keyset
         .keys
@@ -220,4 +221,16 @@ pub async fn admin(
         .collect();
     let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
     Ok(no_store(&json!({"keys": keys, "changes": changes})))
+}
+
+/// Refuses to sign while this host's clock is beyond `clock_skew`: `iat` and
+/// `exp` come from that clock.
+///
+/// # Errors
+/// 503 naming the clock problem.
+pub(super) fn refuse_while_clock_is_off(shared: &Shared) -> Result<(), ApiError> {
+    match &shared.view.load().clock.skew {
+        Some(skew) => Err(ApiError::clock_skew(skew)),
+        None => Ok(()),
+    }
 }

@@ -28,9 +28,12 @@ pub fn readyz(shared: &Arc<Shared>) -> warp::reply::Response {
 pub fn metrics(shared: &Arc<Shared>) -> warp::reply::Response {
     let view = shared.view.load();
     let config = shared.config.load();
-    let text = shared
-        .metrics
-        .render_at(&view.keyset, &config.keys.algorithms, Utc::now());
+    let text = shared.metrics.render_at(
+        &view.keyset,
+        &config.keys.algorithms,
+        &view.clock,
+        Utc::now(),
+    );
     let mut response = text.into_response();
     response.headers_mut().insert(
         "content-type",

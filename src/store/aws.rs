@@ -31,21 +31,32 @@
 //! moves it. Versions that lost a race keep no label once another write happens,
 //! and Secrets Manager may delete them: nothing reads them.
 //!
+//! The store's clock is Secrets Manager's: every answer carries a `Date`
+//! header, which [`ClockProbe`] compares with ours around the call; a load
+//! reports the last comparison (`Snapshot::store_offset`).
+//!
 //! Every call has a connect timeout, a per-attempt timeout and an overall
 //! deadline, and the SDK retries transient failures (throttling, 5xx, broken
 //! connections) a bounded number of times with jittered backoff. The rotator's
 //! own backoff sits above that, so a dead or black-holed endpoint costs the
 //! rotator seconds, never minutes.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::interceptors::{
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
+};
 use aws_sdk_secretsmanager::config::retry::RetryConfig;
 use aws_sdk_secretsmanager::config::timeout::TimeoutConfig;
 use aws_sdk_secretsmanager::config::{BehaviorVersion, Region};
+use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_secretsmanager::error::BoxError;
 use aws_sdk_secretsmanager::error::SdkError;
 
 use super::{KeyStore, Snapshot, StoreError, Version};
+use crate::clock::StoreOffset;
 use crate::keyset::Keyset;
 
 /// jwkd's own staging label: the version it wrote last, before and after it
@@ -79,6 +90,70 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct SecretsManagerStore {
     client: Client,
     secret_id: String,
+    clock: ClockProbe,
+}
+
+/// Compares our clock with the `Date` of each answer (one-second resolution),
+/// taken between sending the request and reading the answer.
+#[derive(Clone, Debug, Default)]
+struct ClockProbe {
+    sent: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
+    last: Arc<Mutex<Option<StoreOffset>>>,
+}
+
+impl ClockProbe {
+    fn last(&self) -> Option<StoreOffset> {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Intercept for ClockProbe {
+    fn name(&self) -> &'static str {
+        "jwkd-store-clock"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        *self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chrono::Utc::now());
+        Ok(())
+    }
+
+    fn read_before_deserialization(
+        &self,
+        context: &BeforeDeserializationInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let received = chrono::Utc::now();
+        let sent = *self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let date = context
+            .response()
+            .headers()
+            .get("date")
+            .and_then(|date| httpdate::parse_http_date(date).ok());
+        if let (Some(sent), Some(date)) = (sent, date) {
+            let offset =
+                StoreOffset::measure(sent, received, date.into(), chrono::Duration::seconds(1));
+            *self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(offset);
+        }
+        Ok(())
+    }
 }
 
 /// The timeouts every call runs under.
@@ -140,9 +215,12 @@ impl SecretsManagerStore {
         config: aws_sdk_secretsmanager::Config,
         secret_id: &str,
     ) -> SecretsManagerStore {
+        let clock = ClockProbe::default();
+        let config = config.to_builder().interceptor(clock.clone()).build();
         SecretsManagerStore {
             client: Client::from_conf(config),
             secret_id: secret_id.to_owned(),
+            clock,
         }
     }
 
@@ -399,7 +477,10 @@ impl KeyStore for SecretsManagerStore {
 
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let Some((version_id, document)) = self.read_current().await? else {
-            return Ok(Snapshot::default());
+            return Ok(Snapshot {
+                store_offset: self.clock.last(),
+                ..Snapshot::default()
+            });
         };
         let document = document.ok_or_else(|| StoreError::Corrupt {
             location: self.location(),
@@ -413,6 +494,7 @@ impl KeyStore for SecretsManagerStore {
         Ok(Snapshot {
             keyset,
             version: Some(Version(version_id)),
+            store_offset: self.clock.last(),
         })
     }
 

@@ -6,6 +6,11 @@
 //! directory. Readers need no lock: a rename is atomic, so they see the old or
 //! the new document, never a mix. The lock is what lets `jwkd rotate` run beside
 //! a daemon without losing a write.
+//!
+//! The store's clock is the file system's: each load also writes the lock file
+//! and reads back the modification time it got ([`FileStore::probe_clock`]). On a
+//! local disk that is this host's own clock; on a file system shared between
+//! hosts it is the server's, which is what replicas must agree with.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
@@ -13,7 +18,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{KeyStore, Snapshot, StoreError, Version, content_version};
+use crate::clock::StoreOffset;
 use crate::keyset::Keyset;
+
+/// How far a file system's timestamps may lag its clock (a scheduler tick, with room).
+const FS_CLOCK_TICK_MS: i64 = 20;
 
 /// A keyset kept in a local file.
 #[derive(Clone, Debug)]
@@ -53,13 +62,37 @@ impl FileStore {
     }
 
     fn load_blocking(&self) -> Result<Snapshot, StoreError> {
+        let store_offset = self.probe_clock();
         match self.read()? {
-            None => Ok(Snapshot::default()),
+            None => Ok(Snapshot {
+                store_offset,
+                ..Snapshot::default()
+            }),
             Some((bytes, version)) => Ok(Snapshot {
                 keyset: self.decode(&bytes)?,
                 version: Some(version),
+                store_offset,
             }),
         }
+    }
+
+    /// Our clock against the file system's: write the lock file, read back the
+    /// modification time the file system stamped. `None` where the lock file
+    /// cannot be written (a reader without write access): nothing to compare.
+    fn probe_clock(&self) -> Option<StoreOffset> {
+        use std::os::unix::fs::FileExt;
+        let lock = self.open_lock_file().ok()?;
+        let sent = chrono::Utc::now();
+        lock.write_all_at(b"\n", 0).ok()?;
+        let modified = lock.metadata().ok()?.modified().ok()?;
+        let received = chrono::Utc::now();
+        // File systems stamp with a coarse clock that lags by up to a tick.
+        Some(StoreOffset::measure(
+            sent,
+            received,
+            modified.into(),
+            chrono::Duration::milliseconds(FS_CLOCK_TICK_MS),
+        ))
     }
 
     fn directory(&self) -> &Path {
@@ -67,6 +100,18 @@ impl FileStore {
             .parent()
             .filter(|dir| !dir.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
+    }
+
+    fn open_lock_file(&self) -> Result<File, StoreError> {
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|err| self.unavailable("cannot open the lock file", err))
     }
 
     fn lock(&self) -> Result<File, StoreError> {
@@ -78,15 +123,7 @@ impl FileStore {
                 .create(dir)
                 .map_err(|err| self.unavailable("cannot create the directory", err))?;
         }
-        let mut lock_path = self.path.clone().into_os_string();
-        lock_path.push(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|err| self.unavailable("cannot open the lock file", err))?;
+        let lock = self.open_lock_file()?;
         lock.lock()
             .map_err(|err| self.unavailable("cannot lock", err))?;
         Ok(lock)

@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{KeyStore, Snapshot, StoreError, Version, content_version};
+use crate::clock::StoreOffset;
 use crate::keyset::Keyset;
 
 /// A keyset held in memory as its encoded document.
@@ -14,6 +15,8 @@ pub struct MemoryStore {
     pub unavailable: AtomicBool,
     /// Successful writes so far.
     pub writes: AtomicUsize,
+    /// What every load reports as our clock against the store's.
+    pub store_offset: Mutex<Option<StoreOffset>>,
 }
 
 impl MemoryStore {
@@ -42,14 +45,19 @@ impl KeyStore for MemoryStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         self.check_available()?;
         let document = self.document.lock().expect("memory store lock").clone();
+        let store_offset = *self.store_offset.lock().expect("memory store lock");
         match document {
-            None => Ok(Snapshot::default()),
+            None => Ok(Snapshot {
+                store_offset,
+                ..Snapshot::default()
+            }),
             Some(bytes) => Ok(Snapshot {
                 keyset: Keyset::from_document(&bytes).map_err(|reason| StoreError::Corrupt {
                     location: self.location(),
                     reason,
                 })?,
                 version: Some(content_version(&bytes)),
+                store_offset,
             }),
         }
     }

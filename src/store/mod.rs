@@ -18,6 +18,7 @@ pub(crate) mod contract;
 
 use std::sync::Arc;
 
+use crate::clock::StoreOffset;
 use crate::config::{Backend, StoreConfig};
 use crate::keyset::Keyset;
 
@@ -32,6 +33,9 @@ pub struct Snapshot {
     pub keyset: Keyset,
     /// `None` when there is no document yet.
     pub version: Option<Version>,
+    /// Our clock against the store's, measured by this read where the backend
+    /// has a clock of its own.
+    pub store_offset: Option<StoreOffset>,
 }
 
 /// What can go wrong with a store.

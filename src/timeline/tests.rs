@@ -1,9 +1,7 @@
-use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::OnceLock;
 
 use chrono::TimeZone;
-use proptest::prelude::*;
 
 use super::*;
 use crate::keys::PrivateKey;
@@ -64,6 +62,25 @@ fn ok<T>(result: Result<T, Infallible>) -> T {
 /// Runs a script of events against an empty keyset and renders the table
 /// after each, in the format of `jwkd keys` with times relative to t0.
 fn check(schedule: &str, lead: i64, retention: i64, events: &str, expect: expect_test::Expect) {
+    check_with_skew(schedule, lead, retention, 0, events, expect);
+}
+
+/// A write as the daemon makes it: the decision, then pruning.
+fn stored(mut keyset: Keyset, keep_revoked: Option<&str>, now: DateTime<Utc>) -> Keyset {
+    prune_at(&mut keyset, keep_revoked, now);
+    keyset
+}
+
+/// [`check`] with `clock_skew`; an event's time may be negative (a clock
+/// behind the one that wrote before).
+fn check_with_skew(
+    schedule: &str,
+    lead: i64,
+    retention: i64,
+    skew: i64,
+    events: &str,
+    expect: expect_test::Expect,
+) {
     let schedule: Schedule = schedule.parse().unwrap();
     let families = [Algorithm::Es256];
     let plan = Plan {
@@ -72,6 +89,7 @@ fn check(schedule: &str, lead: i64, retention: i64, events: &str, expect: expect
         policy: Policy {
             lead: Duration::seconds(lead),
             retention: Duration::seconds(retention),
+            skew: Duration::seconds(skew),
         },
     };
     let mut maker = FakeMaker::default();
@@ -86,32 +104,53 @@ fn check(schedule: &str, lead: i64, retention: i64, events: &str, expect: expect
             .parse()
             .unwrap_or(0);
         let now = t0() + Duration::seconds(seconds);
+        let mut said = Vec::new();
         match verb {
             "maintain" => {
                 if let Some((next, _)) = ok(maintain_at(&keyset, &plan, now, &mut maker)) {
-                    keyset = next;
+                    keyset = stored(next, None, now);
                 }
             }
-            "rotate" => keyset = ok(rotate_at(&keyset, &plan, now, &mut maker)).0,
+            "rotate" => {
+                let (rotated, changes) = ok(rotate_at(&keyset, &plan, now, &mut maker));
+                if let Some(rotated) = rotated {
+                    keyset = stored(rotated, None, now);
+                }
+                said.extend(
+                    changes
+                        .iter()
+                        .filter(|change| matches!(change, Change::Pending { .. }))
+                        .map(ToString::to_string),
+                );
+            }
             "revoke" => {
                 let kid = arg.split_whitespace().nth(1).unwrap();
-                keyset = revoke_at(&keyset, kid, &plan, now, &mut maker).unwrap().0;
+                keyset = stored(
+                    revoke_at(&keyset, kid, &plan, now, &mut maker).unwrap().0,
+                    Some(kid),
+                    now,
+                );
             }
             "look" => {}
             other => panic!("unknown event {other}"),
         }
         out.push_str(&format!("@{seconds} {verb}\n"));
+        for line in said {
+            out.push_str(&format!("  says: {line}\n"));
+        }
         let relative = |t: Option<DateTime<Utc>>| {
             t.map_or_else(
                 || "-".to_owned(),
                 |t| format!("{}", (t - t0()).num_seconds()),
             )
         };
+        // As a replica sees it: never before the document's newest write.
+        let seen_at = decision_time(&keyset, now);
         for key in &keyset.keys {
             out.push_str(&format!(
                 "  {:<8} {:<7} created {:>4} activates {:>4} deactivates {:>4} expires {:>4}\n",
                 key.kid,
-                state_at(key, now).name(),
+                state_at(key, seen_at).name(),
                 relative(Some(key.created_at)),
                 relative(Some(key.activates_at)),
                 relative(key.deactivates_at),
@@ -196,14 +235,11 @@ fn rotate_now_and_later() {
             @12 rotate
               ES256-1  retired created    0 activates    0 deactivates   10 expires   17
               ES256-2  current created    0 activates   10 deactivates   15 expires   22
-              ES256-3  next    created   10 activates   15 deactivates   20 expires   27
-              ES256-4  next    created   12 activates   20 deactivates    - expires    -
+              ES256-3  next    created   10 activates   15 deactivates    - expires    -
             @18 rotate
-              ES256-1  expired created    0 activates    0 deactivates   10 expires   17
               ES256-2  retired created    0 activates   10 deactivates   15 expires   22
-              ES256-3  retired created   10 activates   15 deactivates   18 expires   25
-              ES256-4  current created   12 activates   18 deactivates   30 expires   37
-              ES256-5  next    created   18 activates   30 deactivates    - expires    -
+              ES256-3  current created   10 activates   15 deactivates   23 expires   30
+              ES256-4  next    created   18 activates   23 deactivates    - expires    -
         "#]],
     );
 }
@@ -224,7 +260,6 @@ fn revoke_current_and_next() {
               ES256-2  current created    0 activates    4 deactivates   10 expires   17
               ES256-3  next    created    4 activates   10 deactivates    - expires    -
             @6 revoke
-              ES256-1  revoked created    0 activates    0 deactivates    4 expires   11
               ES256-2  current created    0 activates    4 deactivates   20 expires   27
               ES256-3  revoked created    4 activates   10 deactivates    - expires    -
               ES256-4  next    created    6 activates   20 deactivates    - expires    -
@@ -242,6 +277,7 @@ fn unknown_and_repeated_revocations_are_refused() {
         policy: Policy {
             lead: Duration::seconds(5),
             retention: Duration::seconds(7),
+            skew: Duration::zero(),
         },
     };
     let mut maker = FakeMaker::default();
@@ -268,6 +304,7 @@ fn a_dropped_family_stops_signing_and_retires() {
     let policy = Policy {
         lead: Duration::seconds(5),
         retention: Duration::seconds(7),
+        skew: Duration::zero(),
     };
     let mut maker = FakeMaker::default();
     let plan = Plan {
@@ -295,285 +332,108 @@ fn a_dropped_family_stops_signing_and_retires() {
     assert_eq!(published, ["ES256-1", "ES256-2", "EdDSA-3"]);
 }
 
-// ---- property tests over random schedules, outages, rotations and revocations ----
+// The property tests (random schedules, outages, operation storms, writers whose
+// clocks disagree) drive these functions through the daemon's own decision path:
+// see `rotator/clock_tests.rs`.
 
-#[derive(Clone, Debug)]
-enum Op {
-    /// The daemon runs for this many milliseconds, waking at every transition.
-    Run(i64),
-    /// The daemon is down for this many milliseconds.
-    Down(i64),
-    Rotate,
-    /// Revoke the key at this index (modulo the number of keys).
-    Revoke(usize),
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        4 => (1..40_000i64).prop_map(Op::Run),
-        2 => (1..90_000i64).prop_map(Op::Down),
-        1 => Just(Op::Rotate),
-        1 => any::<usize>().prop_map(Op::Revoke),
-    ]
-}
-
-const SCHEDULES: [(&str, i64); 4] = [
-    ("*/10 * * * * *", 10),
-    ("0,7,30 * * * * *", 7),
-    ("*/3 * * * * *", 3),
-    ("0 * * * * *", 60),
-];
-
-struct Model<'a> {
-    plan: Plan<'a>,
-    keyset: Keyset,
-    maker: FakeMaker,
-    now: DateTime<Utc>,
-    /// Keys allowed to sign without the full lead: first keys, emergency promotions.
-    exempt: HashSet<String>,
-    /// Every key ever stored, as first seen: identity must never change.
-    identity: HashMap<String, (Algorithm, DateTime<Utc>)>,
-    /// When each key was last seen signing.
-    last_signing: HashMap<String, DateTime<Utc>>,
-    revoked: HashSet<String>,
-}
-
-impl Model<'_> {
-    fn store(&mut self, keyset: Keyset, changes: &[Change]) -> Result<(), TestCaseError> {
-        for change in changes {
-            match change {
-                Change::FirstKey { kid, .. }
-                | Change::Promoted {
-                    kid, early: true, ..
-                } => {
-                    self.exempt.insert(kid.clone());
-                }
-                Change::Revoked { kid, .. } => {
-                    self.revoked.insert(kid.clone());
-                }
-                _ => {}
-            }
-        }
-        // Only expired or revoked keys may leave the store.
-        for key in &self.keyset.keys {
-            if keyset.get(&key.kid).is_none() {
-                let state = state_at(key, self.now);
-                prop_assert!(
-                    matches!(state, KeyState::Expired | KeyState::Revoked)
-                        || self.revoked.contains(&key.kid),
-                    "{} pruned while {state}",
-                    key.kid
-                );
-            }
-        }
-        for key in &keyset.keys {
-            let identity = (key.alg, key.created_at);
-            let seen = self.identity.entry(key.kid.clone()).or_insert(identity);
-            prop_assert_eq!(*seen, identity, "identity of {} changed", key.kid);
-        }
-        self.keyset = keyset;
-        Ok(())
-    }
-
-    fn maintain(&mut self) -> Result<(), TestCaseError> {
-        if let Some((keyset, changes)) = ok(maintain_at(
-            &self.keyset,
-            &self.plan,
-            self.now,
-            &mut self.maker,
-        )) {
-            self.store(keyset, &changes)?;
-        }
-        for &alg in self.plan.families {
-            let mut next: Vec<&KeyRecord> = self
-                .keyset
-                .keys
-                .iter()
-                .filter(|key| key.alg == alg && state_at(key, self.now) == KeyState::Next)
-                .collect();
-            // Usually one; more while rotations wait for their keys' lead. Never none.
-            prop_assert!(!next.is_empty(), "no next key of {} after maintain", alg);
-            // The chain is consistent: each key ends when its successor starts.
-            next.sort_by_key(|key| key.activates_at);
-            let current = current_at(&self.keyset, alg, self.now).unwrap();
-            prop_assert_eq!(current.deactivates_at, Some(next[0].activates_at));
-            for pair in next.windows(2) {
-                prop_assert_eq!(pair[0].deactivates_at, Some(pair[1].activates_at));
-            }
-            prop_assert_eq!(next[next.len() - 1].deactivates_at, None);
-        }
-        self.observe()
-    }
-
-    /// Checks the invariants that hold at every instant, daemon up or down.
-    fn observe(&mut self) -> Result<(), TestCaseError> {
-        let now = self.now;
-        for &alg in self.plan.families {
-            let current: Vec<&KeyRecord> = self
-                .keyset
-                .keys
-                .iter()
-                .filter(|key| key.alg == alg && state_at(key, now) == KeyState::Current)
-                .collect();
-            prop_assert_eq!(
-                current.len(),
-                1,
-                "{} current {} keys at {}",
-                current.len(),
-                alg,
-                now
-            );
-            let signing = current[0];
-            if !self.exempt.contains(&signing.kid) {
-                prop_assert!(
-                    signing.activates_at - signing.created_at >= self.plan.policy.lead,
-                    "{} signs after being published for only {}",
-                    signing.kid,
-                    signing.activates_at - signing.created_at
-                );
-            }
-            self.last_signing.insert(signing.kid.clone(), now);
-        }
-        // A key that signed stays published for the retention after it last signed.
-        for (kid, last) in &self.last_signing {
-            if self.revoked.contains(kid) || now >= *last + self.plan.policy.retention {
-                continue;
-            }
-            let key = self.keyset.get(kid);
-            prop_assert!(
-                key.is_some(),
-                "{kid} pruned {} after it signed",
-                now - *last
-            );
-            let key = key.unwrap();
-            prop_assert!(
-                state_at(key, now).is_published(),
-                "{kid} withdrawn while tokens may be valid"
-            );
-            if let (Some(deactivates_at), Some(expires_at)) = (key.deactivates_at, key.expires_at) {
-                prop_assert_eq!(expires_at, deactivates_at + self.plan.policy.retention);
-            }
-        }
-        Ok(())
-    }
-
-    /// Advances to `until`, visiting every transition on the way; when the
-    /// daemon is up it maintains at each, as the rotator wakes at each.
-    fn advance(&mut self, until: DateTime<Utc>, up: bool) -> Result<(), TestCaseError> {
-        while self.now < until {
-            let step = next_transition_after(&self.keyset, self.now)
-                .unwrap_or(until)
-                .min(until)
-                .min(self.now + Duration::seconds(5));
-            self.now = step;
-            if up {
-                self.maintain()?;
-            } else {
-                self.observe()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
-
-    #[test]
-    fn timeline_invariants(
-        schedule_idx in 0..SCHEDULES.len(),
-        lead_fraction in 0.0..=1.0f64,
-        retention_ms in 0..30_000i64,
-        two_families in any::<bool>(),
-        start_ms in 0..60_000i64,
-        ops in proptest::collection::vec(op(), 1..40),
-    ) {
-        let (expression, gap) = SCHEDULES[schedule_idx];
-        let schedule: Schedule = expression.parse().unwrap();
-        let families: &[Algorithm] = if two_families {
-            &[Algorithm::Es256, Algorithm::EdDsa]
-        } else {
-            &[Algorithm::Es256]
-        };
-        let lead_ms = (gap as f64 * 1000.0 * lead_fraction) as i64;
-        let mut model = Model {
-            plan: Plan {
-                families,
-                schedule: &schedule,
-                policy: Policy {
-                    lead: Duration::milliseconds(lead_ms),
-                    retention: Duration::milliseconds(retention_ms),
-                },
-            },
-            keyset: Keyset::default(),
-            maker: FakeMaker::default(),
-            now: t0() + Duration::milliseconds(start_ms),
-            exempt: HashSet::new(),
-            identity: HashMap::new(),
-            last_signing: HashMap::new(),
-            revoked: HashSet::new(),
-        };
-        model.maintain()?;
-        for op in ops {
-            match op {
-                Op::Run(ms) => {
-                    let until = model.now + Duration::milliseconds(ms);
-                    model.advance(until, true)?;
-                }
-                Op::Down(ms) => {
-                    let until = model.now + Duration::milliseconds(ms);
-                    model.advance(until, false)?;
-                    model.maintain()?;
-                }
-                Op::Rotate => {
-                    let (keyset, changes) = ok(rotate_at(&model.keyset, &model.plan, model.now, &mut model.maker));
-                    model.store(keyset, &changes)?;
-                    model.observe()?;
-                }
-                Op::Revoke(idx) => {
-                    if model.keyset.keys.is_empty() {
-                        continue;
-                    }
-                    let kid = model.keyset.keys[idx % model.keyset.keys.len()].kid.clone();
-                    match revoke_at(&model.keyset, &kid, &model.plan, model.now, &mut model.maker) {
-                        Ok((keyset, changes)) => {
-                            model.store(keyset, &changes)?;
-                            model.maintain()?;
-                        }
-                        Err(RevokeError::AlreadyRevoked(_)) => {}
-                        Err(err) => prop_assert!(false, "revoke {kid}: {err}"),
-                    }
-                }
-            }
-        }
-    }
+#[test]
+fn a_replica_behind_by_less_than_the_skew_sees_the_first_key_current() {
+    // Writer A's clock reads 0 when it makes the first key; replica B's reads -10
+    // (skew 60 s). The first key is written 60 s in the past, so B sees it current,
+    // and B, deciding never before the document's newest write, changes nothing.
+    check_with_skew(
+        "0 * * * * *",
+        70,
+        100,
+        60,
+        "maintain 0; look -10; maintain -10; revoke -5 ES256-1; look -30; maintain -30",
+        expect_test::expect![[r#"
+            @0 maintain
+              ES256-1  current created  -60 activates  -60 deactivates  120 expires  220
+              ES256-2  next    created    0 activates  120 deactivates    - expires    -
+            @-10 look
+              ES256-1  current created  -60 activates  -60 deactivates  120 expires  220
+              ES256-2  next    created    0 activates  120 deactivates    - expires    -
+            @-10 maintain
+              ES256-1  current created  -60 activates  -60 deactivates  120 expires  220
+              ES256-2  next    created    0 activates  120 deactivates    - expires    -
+            @-5 revoke
+              ES256-1  revoked created  -60 activates  -60 deactivates    0 expires  100
+              ES256-2  current created    0 activates    0 deactivates  120 expires  220
+              ES256-3  next    created    0 activates  120 deactivates    - expires    -
+            @-30 look
+              ES256-1  revoked created  -60 activates  -60 deactivates    0 expires  100
+              ES256-2  current created    0 activates    0 deactivates  120 expires  220
+              ES256-3  next    created    0 activates  120 deactivates    - expires    -
+            @-30 maintain
+              ES256-1  revoked created  -60 activates  -60 deactivates    0 expires  100
+              ES256-2  current created    0 activates    0 deactivates  120 expires  220
+              ES256-3  next    created    0 activates  120 deactivates    - expires    -
+        "#]],
+    );
 }
 
 #[test]
-fn rotating_twice_before_the_first_is_safe_moves_on_to_the_newer_key() {
+fn a_storm_of_rotations_makes_one_key() {
     check(
         "*/10 * * * * *",
         5,
         7,
-        "maintain 0; rotate 1; rotate 2; look 6",
+        "maintain 0; rotate 1; rotate 1; rotate 2; rotate 4; look 6",
         expect_test::expect![[r#"
             @0 maintain
               ES256-1  current created    0 activates    0 deactivates   10 expires   17
               ES256-2  next    created    0 activates   10 deactivates    - expires    -
             @1 rotate
               ES256-1  current created    0 activates    0 deactivates    5 expires   12
-              ES256-2  next    created    0 activates    5 deactivates   10 expires   17
-              ES256-3  next    created    1 activates   10 deactivates    - expires    -
-            @2 rotate
+              ES256-2  next    created    0 activates    5 deactivates    - expires    -
+            @1 rotate
+              says: ES256: a rotation is already pending: key ES256-2 becomes current at 2026-11-28T00:00:05Z (the earliest instant it has been published for jwks_max_age + clock_skew); no new key made
               ES256-1  current created    0 activates    0 deactivates    5 expires   12
-              ES256-2  next    created    0 activates    5 deactivates    6 expires   13
-              ES256-3  next    created    1 activates    6 deactivates   10 expires   17
-              ES256-4  next    created    2 activates   10 deactivates    - expires    -
+              ES256-2  next    created    0 activates    5 deactivates    - expires    -
+            @2 rotate
+              says: ES256: a rotation is already pending: key ES256-2 becomes current at 2026-11-28T00:00:05Z (the earliest instant it has been published for jwks_max_age + clock_skew); no new key made
+              ES256-1  current created    0 activates    0 deactivates    5 expires   12
+              ES256-2  next    created    0 activates    5 deactivates    - expires    -
+            @4 rotate
+              says: ES256: a rotation is already pending: key ES256-2 becomes current at 2026-11-28T00:00:05Z (the earliest instant it has been published for jwks_max_age + clock_skew); no new key made
+              ES256-1  current created    0 activates    0 deactivates    5 expires   12
+              ES256-2  next    created    0 activates    5 deactivates    - expires    -
             @6 look
               ES256-1  retired created    0 activates    0 deactivates    5 expires   12
-              ES256-2  retired created    0 activates    5 deactivates    6 expires   13
-              ES256-3  current created    1 activates    6 deactivates   10 expires   17
-              ES256-4  next    created    2 activates   10 deactivates    - expires    -
+              ES256-2  current created    0 activates    5 deactivates    - expires    -
         "#]],
     );
+}
+
+#[test]
+fn a_first_key_is_current_by_any_clock_within_the_skew_without_a_floor() {
+    // Readers that do not floor their clock to the document (an older replica,
+    // a script reading the store) still see the first key current.
+    let schedule: Schedule = "0 * * * * *".parse().unwrap();
+    let families = [Algorithm::Es256];
+    let plan = Plan {
+        families: &families,
+        schedule: &schedule,
+        policy: Policy {
+            lead: Duration::seconds(70),
+            retention: Duration::seconds(100),
+            skew: Duration::seconds(60),
+        },
+    };
+    let (keyset, _) = ok(maintain_at(
+        &Keyset::default(),
+        &plan,
+        t0(),
+        &mut FakeMaker::default(),
+    ))
+    .unwrap();
+    for behind in [0, 1, 30, 60] {
+        let at = t0() - Duration::seconds(behind);
+        assert_eq!(
+            current_at(&keyset, Algorithm::Es256, at).map(|key| key.kid.as_str()),
+            Some("ES256-1"),
+            "{behind} s behind"
+        );
+    }
 }

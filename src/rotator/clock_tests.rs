@@ -1,0 +1,521 @@
+//! Property tests of the timeline as the daemon drives it: several writers on
+//! one stored document, each with a clock of its own, through random schedules,
+//! outages, clock steps and storms of rotations and revocations.
+//!
+//! Each writer decides exactly as `update_store` does: it checks its clock
+//! against the document and the store ([`crate::clock::check`]), and
+//! [`Planner::apply_at`] decides and prunes. The store's clock is the true time;
+//! a writer's clock is the true time plus its offset. The model is sequential:
+//! compare-and-swap conflicts are the contract suite's business.
+//!
+//! What must hold:
+//! - every document written loads again (real keys, real encoding), whatever
+//!   the clocks, also for writers that skip the clock check;
+//! - a key never changes identity;
+//! - writers that check their clocks never remove or withdraw a key while a
+//!   token it signed may still be valid, never make an emergency decision
+//!   (a first key for a family that has keys, an early promotion, a key kept
+//!   signing) on their own, and at every instant each family has exactly one
+//!   current key (as a replica sees it: never before the document's newest write);
+//! - no storm of operations stores more than the timeline needs: per family at
+//!   most one key waiting to activate, retired keys only within their
+//!   retention, and at most the one revoked key the last write revoked.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use proptest::prelude::*;
+
+use super::{Decision, Operation, OperationError, Planner};
+use crate::clock::{self, ClockEvidence, StoreOffset};
+use crate::keys::Algorithm;
+use crate::keyset::Keyset;
+use crate::schedule::Schedule;
+use crate::timeline::{self, Change, KeyState, Policy};
+
+#[derive(Clone, Debug)]
+enum Op {
+    /// Every writer runs for this many milliseconds, waking at each transition.
+    Run(i64),
+    /// Every writer is down for this many milliseconds.
+    Down(i64),
+    /// This writer rotates.
+    Rotate(usize),
+    /// This writer revokes the key at this index (modulo the number of keys).
+    Revoke(usize, usize),
+    /// This writer's clock steps by this many milliseconds.
+    Step(usize, i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1..40_000i64).prop_map(Op::Run),
+        1 => (1..90_000i64).prop_map(Op::Down),
+        3 => any::<usize>().prop_map(Op::Rotate),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(writer, key)| Op::Revoke(writer, key)),
+        1 => (any::<usize>(), -200_000..200_000i64).prop_map(|(writer, ms)| Op::Step(writer, ms)),
+    ]
+}
+
+const SCHEDULES: [(&str, i64); 4] = [
+    ("*/10 * * * * *", 10),
+    ("0,7,30 * * * * *", 7),
+    ("*/3 * * * * *", 3),
+    ("0 * * * * *", 60),
+];
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap()
+}
+
+struct Model {
+    planner: Planner,
+    families: Vec<Algorithm>,
+    policy: Policy,
+    /// The stored document.
+    keyset: Keyset,
+    /// The true time, which is also the store's clock.
+    truth: DateTime<Utc>,
+    /// Each writer's clock minus the true time.
+    offsets: Vec<Duration>,
+    /// Whether writers check their clocks as the daemon does.
+    checked: bool,
+    identity: HashMap<String, (Algorithm, DateTime<Utc>)>,
+    /// Per key, the latest `iat` a writer stamped on a token it signed.
+    last_iat: HashMap<String, DateTime<Utc>>,
+    /// Keys an operation revoked: they may go at once.
+    revoked: HashSet<String>,
+    /// Keys allowed to sign without the full lead: first keys, emergency promotions.
+    exempt: HashSet<String>,
+}
+
+impl Model {
+    fn writer(&self, idx: usize) -> usize {
+        idx % self.offsets.len()
+    }
+
+    fn clock_of(&self, writer: usize) -> DateTime<Utc> {
+        self.truth + self.offsets[writer]
+    }
+
+    fn evidence(&self, writer: usize) -> ClockEvidence {
+        let offset = self.offsets[writer];
+        ClockEvidence {
+            document_time: timeline::document_time(&self.keyset),
+            store_offset: Some(StoreOffset {
+                min: offset,
+                max: offset,
+            }),
+        }
+    }
+
+    /// Whether `writer` may write: its clock agrees with the store and the document.
+    fn agrees(&self, writer: usize) -> bool {
+        clock::check(
+            self.clock_of(writer),
+            &self.evidence(writer),
+            self.policy.skew,
+            "model",
+        )
+        .is_ok()
+    }
+
+    /// The instant `writer` evaluates key states at, as its HTTP handlers do.
+    fn view_of(&self, writer: usize) -> DateTime<Utc> {
+        timeline::decision_time(&self.keyset, self.clock_of(writer))
+    }
+
+    fn operate(&mut self, writer: usize, operation: &Operation) -> Result<(), TestCaseError> {
+        if self.checked && !self.agrees(writer) {
+            return Ok(());
+        }
+        let times = self.evidence(writer).times(self.clock_of(writer));
+        let had_keys: HashSet<Algorithm> = self
+            .keyset
+            .keys
+            .iter()
+            .filter(|key| key.revoked_at.is_none())
+            .map(|key| key.alg)
+            .collect();
+        let Decision { keyset, changes } =
+            match self.planner.apply_at(operation, &self.keyset, times) {
+                Ok(decision) => decision,
+                Err(OperationError::UnknownKid(_) | OperationError::AlreadyRevoked(_)) => {
+                    return Ok(());
+                }
+                Err(err) => return Err(TestCaseError::fail(format!("{operation:?}: {err}"))),
+            };
+        if self.checked && *operation == Operation::Maintain {
+            for change in &changes {
+                let emergency = match change {
+                    Change::FirstKey { alg, .. } => had_keys.contains(alg),
+                    Change::Promoted { early, .. } => *early,
+                    Change::KeptSigning { .. } => true,
+                    _ => false,
+                };
+                prop_assert!(
+                    !emergency,
+                    "writer {writer} (offset {}) decided on its own: {change}\n{}",
+                    self.offsets[writer],
+                    self.table()
+                );
+            }
+        }
+        for change in &changes {
+            if let Change::FirstKey { kid, .. }
+            | Change::Promoted {
+                kid, early: true, ..
+            } = change
+            {
+                self.exempt.insert(kid.clone());
+            }
+        }
+        if let Some(keyset) = keyset {
+            if let Operation::Revoke(kid) = operation {
+                self.revoked.insert(kid.clone());
+            }
+            self.store(keyset)?;
+        }
+        Ok(())
+    }
+
+    fn store(&mut self, keyset: Keyset) -> Result<(), TestCaseError> {
+        let loaded = Keyset::from_document(&keyset.to_document());
+        prop_assert!(
+            loaded.is_ok(),
+            "a writer stored a document that does not load: {}\n{}",
+            loaded.unwrap_err(),
+            table_of(&keyset, self.truth)
+        );
+        for key in &keyset.keys {
+            let identity = (key.alg, key.created_at);
+            let seen = self.identity.entry(key.kid.clone()).or_insert(identity);
+            prop_assert_eq!(*seen, identity, "identity of {} changed", key.kid);
+        }
+        self.keyset = keyset;
+        if self.checked {
+            self.check_bounds()?;
+        }
+        Ok(())
+    }
+
+    /// Each writer whose clock agrees maintains, as the rotator does when it wakes.
+    fn maintain_all(&mut self) -> Result<(), TestCaseError> {
+        for writer in 0..self.offsets.len() {
+            self.operate(writer, &Operation::Maintain)?;
+        }
+        Ok(())
+    }
+
+    /// Checks what holds at every instant, writers up or down.
+    fn observe(&mut self, up: bool) -> Result<(), TestCaseError> {
+        let truth = self.truth;
+        // What a replica whose clock is right sees: never before the newest write.
+        let seen_at = timeline::decision_time(&self.keyset, truth);
+        let families = self.families.clone();
+        for &alg in &families {
+            if !self.keyset.keys.iter().any(|key| key.alg == alg) {
+                continue;
+            }
+            let current = self
+                .keyset
+                .keys
+                .iter()
+                .filter(|key| {
+                    key.alg == alg && timeline::state_at(key, seen_at) == KeyState::Current
+                })
+                .count();
+            if self.checked {
+                prop_assert_eq!(
+                    current,
+                    1,
+                    "{} current {} keys\n{}",
+                    alg,
+                    current,
+                    self.table()
+                );
+            }
+            if !up {
+                continue;
+            }
+            // Writers whose clocks agree sign tokens; the others refuse to.
+            for writer in 0..self.offsets.len() {
+                if !self.agrees(writer) {
+                    continue;
+                }
+                let view = self.view_of(writer);
+                if let Some(key) = timeline::current_at(&self.keyset, alg, view) {
+                    if self.checked && !self.exempt.contains(&key.kid) {
+                        prop_assert!(
+                            key.activates_at - key.created_at >= self.policy.lead,
+                            "{} signs after being published for only {}\n{}",
+                            key.kid,
+                            key.activates_at - key.created_at,
+                            self.table()
+                        );
+                    }
+                    let iat = self.clock_of(writer);
+                    let last = self.last_iat.entry(key.kid.clone()).or_insert(iat);
+                    *last = (*last).max(iat);
+                }
+            }
+        }
+        if !self.checked {
+            return Ok(());
+        }
+        // A key stays in the document, published, while a token it signed is valid.
+        let max_token_lifetime = self.policy.retention - self.policy.skew;
+        for (kid, iat) in &self.last_iat {
+            if self.revoked.contains(kid) || truth >= *iat + max_token_lifetime {
+                continue;
+            }
+            let key = self.keyset.get(kid);
+            prop_assert!(
+                key.is_some_and(|key| timeline::state_at(key, truth).is_published()),
+                "{kid} gone or withdrawn {} after a token it signed at {iat}\n{}",
+                truth - *iat,
+                self.table()
+            );
+        }
+        Ok(())
+    }
+
+    /// No storm stores more than the timeline needs.
+    fn check_bounds(&self) -> Result<(), TestCaseError> {
+        let written = timeline::document_time(&self.keyset).unwrap_or(self.truth);
+        let revoked = self
+            .keyset
+            .keys
+            .iter()
+            .filter(|key| key.revoked_at.is_some())
+            .count();
+        prop_assert!(
+            revoked <= 1,
+            "{revoked} revoked keys stored\n{}",
+            self.table()
+        );
+        for &alg in &self.families {
+            let family = || {
+                self.keyset
+                    .keys
+                    .iter()
+                    .filter(move |key| key.alg == alg && key.revoked_at.is_none())
+            };
+            let waiting = family().filter(|key| key.activates_at > written).count();
+            prop_assert!(
+                waiting <= 1,
+                "{alg}: {waiting} keys wait to activate\n{}",
+                self.table()
+            );
+            if self.policy.lead > Duration::zero() {
+                // Each retired key was published for the lead before it signed, and
+                // signed until its successor had been published for the lead.
+                let retired = family()
+                    .filter(|key| timeline::state_at(key, written) == KeyState::Retired)
+                    .count() as i64;
+                let most = self.policy.retention.num_milliseconds()
+                    / self.policy.lead.num_milliseconds()
+                    + 2;
+                prop_assert!(
+                    retired <= most,
+                    "{alg}: {retired} retired keys published, more than {most}\n{}",
+                    self.table()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances the true time to `until`, stopping at every instant some
+    /// writer's clock reaches a transition; when writers are up, each maintains.
+    fn advance(&mut self, until: DateTime<Utc>, up: bool) -> Result<(), TestCaseError> {
+        while self.truth < until {
+            let mut step = until.min(self.truth + Duration::seconds(5));
+            for writer in 0..self.offsets.len() {
+                let view = self.view_of(writer);
+                if let Some(transition) = timeline::next_transition_after(&self.keyset, view) {
+                    step = step.min(self.truth + (transition - view));
+                }
+            }
+            self.truth = step.max(self.truth + Duration::milliseconds(1));
+            if up {
+                self.maintain_all()?;
+            }
+            self.observe(up)?;
+        }
+        Ok(())
+    }
+
+    fn table(&self) -> String {
+        format!(
+            "truth {} offsets {:?}\n{}",
+            self.truth,
+            self.offsets
+                .iter()
+                .map(|offset| offset.num_milliseconds())
+                .collect::<Vec<_>>(),
+            table_of(&self.keyset, self.truth)
+        )
+    }
+}
+
+fn table_of(keyset: &Keyset, now: DateTime<Utc>) -> String {
+    timeline::render_table(keyset, now)
+}
+
+/// One generated case.
+struct Case<'a> {
+    schedule_idx: usize,
+    /// Where the lead lies between `clock_skew` and the shortest gap.
+    lead_fraction: f64,
+    /// `clock_skew`.
+    skew_ms: i64,
+    /// `max_token_lifetime`.
+    retention_ms: i64,
+    two_families: bool,
+    /// Each writer's clock minus the true time.
+    offsets: &'a [i64],
+    /// Whether writers check their clocks as the daemon does.
+    checked: bool,
+}
+
+/// Runs one case through `ops`.
+fn run(case: &Case<'_>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let Case {
+        schedule_idx,
+        lead_fraction,
+        skew_ms,
+        retention_ms,
+        two_families,
+        offsets,
+        checked,
+    } = *case;
+    let (expression, gap) = SCHEDULES[schedule_idx];
+    let schedule: Schedule = expression.parse().unwrap();
+    let families = if two_families {
+        vec![Algorithm::EdDsa, Algorithm::Es256]
+    } else {
+        vec![Algorithm::EdDsa]
+    };
+    // The config requires the shortest gap to be at least the lead, and the lead
+    // (jwks_max_age + clock_skew) to be at least the skew.
+    let skew = Duration::milliseconds(skew_ms.min(gap * 1000));
+    let lead_ms = skew.num_milliseconds()
+        + ((gap * 1000 - skew.num_milliseconds()) as f64 * lead_fraction) as i64;
+    let policy = Policy {
+        lead: Duration::milliseconds(lead_ms),
+        retention: Duration::milliseconds(retention_ms) + skew,
+        skew,
+    };
+    let mut model = Model {
+        planner: Planner::from_parts(families.clone(), schedule, policy, false),
+        families,
+        policy,
+        keyset: Keyset::default(),
+        truth: t0(),
+        offsets: offsets
+            .iter()
+            .map(|&ms| Duration::milliseconds(ms))
+            .collect(),
+        checked,
+        identity: HashMap::new(),
+        last_iat: HashMap::new(),
+        revoked: HashSet::new(),
+        exempt: HashSet::new(),
+    };
+    model.maintain_all()?;
+    model.observe(true)?;
+    for op in ops {
+        match op {
+            Op::Run(ms) => {
+                let until = model.truth + Duration::milliseconds(ms);
+                model.advance(until, true)?;
+            }
+            Op::Down(ms) => {
+                let until = model.truth + Duration::milliseconds(ms);
+                model.advance(until, false)?;
+                model.maintain_all()?;
+            }
+            Op::Rotate(writer) => {
+                let writer = model.writer(writer);
+                model.operate(writer, &Operation::Rotate)?;
+                model.observe(true)?;
+            }
+            Op::Revoke(writer, key_idx) => {
+                if model.keyset.keys.is_empty() {
+                    continue;
+                }
+                let writer = model.writer(writer);
+                let kid = model.keyset.keys[key_idx % model.keyset.keys.len()]
+                    .kid
+                    .clone();
+                model.operate(writer, &Operation::Revoke(kid))?;
+                model.maintain_all()?;
+                model.observe(true)?;
+            }
+            Op::Step(writer, ms) => {
+                let writer = model.writer(writer);
+                model.offsets[writer] += Duration::milliseconds(ms);
+                model.maintain_all()?;
+                model.observe(true)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Offsets within a tolerance of `skew_ms`: every clock within half of it
+/// from the true time, so every pair agrees within the whole of it.
+fn offsets_within(skew_ms: i64) -> impl Strategy<Value = Vec<i64>> {
+    let half = skew_ms / 2;
+    proptest::collection::vec(-half..=half, 1..=3)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Writers whose clocks agree within `clock_skew`, through storms and
+    /// outages; clock steps (any size) may take one out of the tolerance.
+    #[test]
+    fn writers_within_the_skew_agree_and_keep_every_key_needed(
+        schedule_idx in 0..SCHEDULES.len(),
+        lead_fraction in 0.0..=1.0f64,
+        (skew_ms, offsets) in (0..4_000i64).prop_flat_map(|skew| (Just(skew), offsets_within(skew))),
+        retention_ms in 0..30_000i64,
+        two_families in any::<bool>(),
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        run(&Case { schedule_idx, lead_fraction, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true }, ops)?;
+    }
+
+    /// Writers with any clocks that do not check them: whatever they decide,
+    /// every document they store loads again.
+    #[test]
+    fn whatever_the_clocks_every_stored_document_loads(
+        schedule_idx in 0..SCHEDULES.len(),
+        lead_fraction in 0.0..=1.0f64,
+        skew_ms in 0..4_000i64,
+        offsets in proptest::collection::vec(-400_000..400_000i64, 1..=3),
+        retention_ms in 0..30_000i64,
+        ops in proptest::collection::vec(op(), 1..30),
+    ) {
+        run(&Case { schedule_idx, lead_fraction, skew_ms, retention_ms, two_families: false, offsets: &offsets, checked: false }, ops)?;
+    }
+
+    /// Writers beyond the tolerance from the start (one far behind, one far
+    /// ahead, as after a snapshot restore or a bad RTC) beside a healthy one:
+    /// the healthy one keeps everything needed, the others write nothing.
+    #[test]
+    fn a_writer_beyond_the_skew_changes_nothing(
+        schedule_idx in 0..SCHEDULES.len(),
+        lead_fraction in 0.0..=1.0f64,
+        skew_ms in 0..4_000i64,
+        behind in 1..300_000i64,
+        ahead in 1..300_000_000i64,
+        retention_ms in 0..30_000i64,
+        ops in proptest::collection::vec(op(), 1..30),
+    ) {
+        let offsets = [0, -(skew_ms + behind), skew_ms + ahead];
+        run(&Case { schedule_idx, lead_fraction, skew_ms, retention_ms, two_families: true, offsets: &offsets, checked: true }, ops)?;
+    }
+}
