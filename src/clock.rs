@@ -131,7 +131,7 @@ pub enum Witness {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Skew {
     /// Our clock minus the other: positive when ours is ahead. For a measured
-    /// range, the end nearest to zero.
+    /// range, its middle ([`StoreOffset::estimate`]).
     pub offset: Duration,
     /// The other clock.
     pub witness: Witness,
@@ -174,12 +174,14 @@ impl fmt::Display for Skew {
     }
 }
 
+/// A duration for people: milliseconds below a second, else whole seconds
+/// (rounded: a measured 86 399.7 s is a day).
 fn human(duration: Duration) -> String {
-    let std = duration.to_std().unwrap_or_default();
-    if std < std::time::Duration::from_secs(1) {
-        format!("{}ms", std.as_millis())
+    let millis = duration.num_milliseconds().unsigned_abs();
+    if millis < 1000 {
+        format!("{millis}ms")
     } else {
-        crate::config::format_duration(std)
+        crate::config::format_duration(std::time::Duration::from_secs((millis + 500) / 1000))
     }
 }
 
@@ -219,16 +221,10 @@ pub fn check(
     store_location: &str,
 ) -> Result<(), Skew> {
     if let Some(offset) = evidence.store_offset {
-        let off_by = if offset.min > tolerance {
-            Some(offset.min)
-        } else if offset.max < -tolerance {
-            Some(offset.max)
-        } else {
-            None
-        };
-        if let Some(off_by) = off_by {
+        // Beyond the tolerance only if the whole measured range is.
+        if offset.min > tolerance || offset.max < -tolerance {
             return Err(Skew {
-                offset: off_by,
+                offset: offset.estimate(),
                 witness: Witness::Store(store_location.to_owned()),
                 tolerance,
             });
@@ -301,7 +297,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(skew.witness, Witness::Store("aws-secrets-manager:s".into()));
-        assert!(skew.to_string().starts_with("this host's clock is 2d23h59m59s ahead of the clock of the store aws-secrets-manager:s"), "{skew}");
+        assert!(
+            skew.to_string().starts_with(
+                "this host's clock is 3d ahead of the clock of the store aws-secrets-manager:s"
+            ),
+            "{skew}"
+        );
+        let measured = Skew {
+            offset: Duration::milliseconds(-86_399_700),
+            witness: Witness::Store("file".into()),
+            tolerance,
+        };
+        assert!(
+            measured
+                .to_string()
+                .starts_with("this host's clock is 1d behind the clock of the store file"),
+            "{measured}"
+        );
         // An uncertain measurement that may be within the tolerance is not a skew.
         let unsure = ClockEvidence {
             document_time: None,

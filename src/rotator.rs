@@ -821,6 +821,109 @@ mod tests {
         );
     }
 
+    /// A clock the test sets.
+    struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+    impl Clock for ManualClock {
+        fn now(&self) -> DateTime<Utc> {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    impl ManualClock {
+        fn set(&self, at: DateTime<Utc>) {
+            *self.0.lock().unwrap() = at;
+        }
+    }
+
+    #[tokio::test]
+    async fn beyond_the_skew_nothing_is_written_the_reason_is_served_and_writes_resume() {
+        let store = Arc::new(MemoryStore::default());
+        let config = Config::parse(
+            r#"
+            [keys]
+            rotation_schedule = "0 3 * * *"
+            clock_skew = "1m"
+            [store]
+            refresh_interval = "1s"
+            "#,
+            std::path::Path::new("/tmp/jwkd-test.toml"),
+        )
+        .unwrap();
+        let shared = Arc::new(Shared::new(config).unwrap());
+        let start = Utc::now();
+        let clock = Arc::new(ManualClock(std::sync::Mutex::new(start)));
+        let mut rotator = Rotator::new(store.clone(), clock.clone(), shared.clone());
+        rotator.tick().await;
+        let stored = store.load().await.unwrap().keyset;
+        assert_eq!(stored.keys.len(), 2);
+        shared.readiness_at(start).unwrap();
+
+        // The clock steps back a day: the next pass writes nothing, even though the
+        // keyset would need a write by that clock (its keys lie in the "future").
+        let stepped_back = start - chrono::Duration::days(1);
+        clock.set(stepped_back);
+        let writes = store.writes.load(Ordering::SeqCst);
+        rotator.last_refresh = None;
+        rotator.tick().await;
+        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
+        let reason = shared.readiness_at(stepped_back).unwrap_err();
+        assert!(
+            reason.starts_with(
+                "this host's clock is 1d behind the newest time written into the stored keyset"
+            ),
+            "{reason}"
+        );
+        let view = shared.view.load_full();
+        assert!(view.clock.skew.is_some());
+        // What is served is the keyset as of the document, not as of the wrong clock.
+        assert_eq!(
+            view.current_signer_at(Algorithm::Es256, stepped_back)
+                .map(|signer| signer.kid().to_owned()),
+            timeline::current_at(&stored, Algorithm::Es256, start).map(|key| key.kid.clone())
+        );
+        let metrics =
+            shared
+                .metrics
+                .render_at(&view.keyset, &[Algorithm::Es256], &view.clock, stepped_back);
+        assert!(metrics.contains("jwkd_clock_skew_exceeded 1"), "{metrics}");
+        let refused = rotator.run(&Operation::Rotate).await.unwrap_err();
+        assert!(matches!(refused, OperationError::Clock(_)), "{refused}");
+        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
+
+        // The store's clock says ours runs three days ahead: the same.
+        clock.set(start + chrono::Duration::days(3));
+        *store.store_offset.lock().unwrap() = Some(crate::clock::StoreOffset {
+            min: chrono::Duration::days(3) - chrono::Duration::seconds(1),
+            max: chrono::Duration::days(3),
+        });
+        rotator.last_refresh = None;
+        rotator.tick().await;
+        assert_eq!(
+            store.writes.load(Ordering::SeqCst),
+            writes,
+            "pruned on a fast clock"
+        );
+        let reason = shared
+            .readiness_at(start + chrono::Duration::days(3))
+            .unwrap_err();
+        assert!(
+            reason.contains("3d ahead of the clock of the store memory"),
+            "{reason}"
+        );
+
+        // Set right again: the next pass resumes by itself.
+        clock.set(start + chrono::Duration::seconds(2));
+        *store.store_offset.lock().unwrap() = None;
+        rotator.last_refresh = None;
+        rotator.tick().await;
+        shared
+            .readiness_at(start + chrono::Duration::seconds(2))
+            .unwrap();
+        assert!(shared.view.load().clock.skew.is_none());
+        rotator.run(&Operation::Rotate).await.unwrap();
+    }
+
     /// A store whose reads never return while `hang` is set.
     struct HangingStore {
         inner: MemoryStore,

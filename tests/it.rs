@@ -3,6 +3,7 @@ mod util;
 mod aws;
 mod cli;
 mod client_rotation;
+mod clocks;
 mod config_rules;
 mod interop;
 mod rotation;
