@@ -37,7 +37,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rotate now: the next key becomes current as soon as it is safe, and a new next key is made.
+    /// Rotate now: the next key becomes current as soon as it is safe (once signing, it gets a
+    /// successor); while a rotation is pending, says so and changes nothing.
     Rotate(ConfigArg),
     /// Emergency: withdraw a key from the JWKS at once.
     Revoke {
@@ -46,6 +47,15 @@ pub enum Command {
         /// The config.
         #[command(flatten)]
         config: ConfigArg,
+    },
+    /// Rewrite only what makes a stored keyset fail to load, after a backup.
+    Repair {
+        /// The config.
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Say what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Read a client secret on stdin and print the hash to put in the config.
     HashSecret,

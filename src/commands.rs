@@ -17,6 +17,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, ConfigError, Environment, format_duration};
 use crate::http::Api;
 use crate::http::server::{self, Tls};
+use crate::keyset::{self, Keyset};
 use crate::rotator::{Event, Operation, Planner, Rotator, update_store};
 use crate::state::Shared;
 use crate::store::{self, KeyStore, Snapshot};
@@ -45,6 +46,9 @@ pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
                 Operation::Revoke(kid),
             )
             .await
+        }
+        Command::Repair { config, dry_run } => {
+            repair(&load_config(env, config.config.as_deref())?, dry_run).await
         }
         Command::HashSecret => hash_secret(),
         Command::Verify {
@@ -101,20 +105,69 @@ fn load_config(env: &Environment, flag: Option<&Path>) -> Result<Config, ConfigE
     Config::load(&path)
 }
 
-/// Opens the store and reads it: an unreadable store is a config error (§3).
-async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), ConfigError> {
-    let key = match config.store.backend {
+/// The config key that names the store.
+fn store_key(config: &Config) -> &'static str {
+    match config.store.backend {
         Backend::File { .. } => "store.path",
         Backend::AwsSecretsManager { .. } => "store.secret_id",
-    };
+    }
+}
+
+/// Opens the store and reads it: an unreadable store is a config error (§3).
+async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), ConfigError> {
+    let key = store_key(config);
     let store = store::open(&config.store)
         .await
         .map_err(|err| ConfigError::one(&config.file, key, err.to_string()))?;
-    let snapshot = store
-        .load()
-        .await
-        .map_err(|err| ConfigError::one(&config.file, key, err.to_string()))?;
+    let snapshot = store.load().await.map_err(|err| {
+        let mut message = err.to_string();
+        if matches!(err, store::StoreError::Corrupt { .. }) {
+            message
+                .push_str("; `jwkd repair --dry-run` shows what a repair would change, if it can");
+        }
+        ConfigError::one(&config.file, key, message)
+    })?;
     Ok((store, snapshot))
+}
+
+/// `jwkd repair`: rewrites only what makes the stored document fail to load,
+/// after keeping the document as it was.
+async fn repair(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+    let store = store::open(&config.store)
+        .await
+        .map_err(|err| ConfigError::one(&config.file, store_key(config), err.to_string()))?;
+    let location = store.location();
+    let Some(document) = store.load_raw().await? else {
+        println!("{location}: no keyset stored yet: nothing to repair");
+        return Ok(());
+    };
+    if Keyset::from_document(&document.bytes).is_ok() {
+        println!("{location}: the keyset loads: nothing to repair");
+        return Ok(());
+    }
+    let retention = config.keys.policy().retention;
+    let repair = keyset::repair_document(&document.bytes, retention)
+        .map_err(|reason| anyhow::anyhow!("cannot repair the keyset in {location}: {reason}"))?;
+    for fix in &repair.fixes {
+        println!("{fix}");
+    }
+    if dry_run {
+        println!("dry run: nothing written; `jwkd repair` writes this after a backup");
+        return Ok(());
+    }
+    let backup = store.back_up(&document).await?;
+    println!("kept the document as it was: {backup}");
+    store
+        .compare_and_swap(Some(&document.version), &repair.keyset)
+        .await
+        .with_context(|| {
+            format!("the repaired keyset was not written to {location}; run `jwkd repair` again")
+        })?;
+    println!(
+        "{location}: repaired ({} keys, none dropped)",
+        repair.keyset.keys.len()
+    );
+    Ok(())
 }
 
 async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {

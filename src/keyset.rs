@@ -115,6 +115,101 @@ impl Keyset {
     }
 }
 
+/// What `jwkd repair` would do to a stored document that does not load.
+#[derive(Debug)]
+pub struct Repair {
+    /// The keyset after the fixes: it loads.
+    pub keyset: Keyset,
+    /// One line per field changed, naming the key and the field.
+    pub fixes: Vec<String>,
+}
+
+/// Repairs what makes a stored document fail the loader's order checks, and
+/// nothing else: an `activates_at` before `created_at` is set to `created_at`
+/// (the key cannot have signed before it existed; its state from then on is
+/// unchanged), an `expires_at` before `deactivates_at` becomes
+/// `deactivates_at + retention` (kept published longer, never shorter), and a
+/// second entry for one kid (the same key: the kid is its thumbprint) is merged
+/// into one that stays published as long as either. No key is dropped.
+///
+/// # Errors
+/// When the document cannot be read at all, or a key is wrong in a way jwkd
+/// cannot decide (a kid that is not its key's thumbprint, a key that does not
+/// parse): the reasons, one per key.
+pub fn repair_document(bytes: &[u8], retention: chrono::Duration) -> Result<Repair, String> {
+    let document: Document =
+        serde_json::from_slice(bytes).map_err(|err| format!("not a keyset document: {err}"))?;
+    if document.format != FORMAT {
+        return Err(format!(
+            "unsupported format {} (this jwkd reads format {FORMAT})",
+            document.format
+        ));
+    }
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut fixes = Vec::new();
+    let mut refused = Vec::new();
+    let mut keys: Vec<KeyRecord> = Vec::new();
+    for (key_idx, mut stored) in document.keys.into_iter().enumerate() {
+        let name = format!("key {key_idx} ({})", stored.kid);
+        if stored.activates_at < stored.created_at {
+            fixes.push(format!(
+                "{name}: activates_at {} is before created_at {}: set to created_at",
+                at(stored.activates_at),
+                at(stored.created_at)
+            ));
+            stored.activates_at = stored.created_at;
+        }
+        if let (Some(deactivates_at), Some(expires_at)) = (stored.deactivates_at, stored.expires_at)
+            && expires_at < deactivates_at
+        {
+            let fixed = deactivates_at + retention;
+            fixes.push(format!(
+                "{name}: expires_at {} is before deactivates_at {}: set to deactivates_at + \
+                 max_token_lifetime + clock_skew = {}",
+                at(expires_at),
+                at(deactivates_at),
+                at(fixed)
+            ));
+            stored.expires_at = Some(fixed);
+        }
+        let record = match stored.into_record() {
+            Ok(record) => record,
+            Err(reason) => {
+                refused.push(format!("{name}: {reason}"));
+                continue;
+            }
+        };
+        match keys.iter_mut().find(|key| key.kid == record.kid) {
+            Some(first) => {
+                fixes.push(format!(
+                    "{name}: a second entry for this kid: merged into the first, published \
+                     as long as the longer of the two"
+                ));
+                let lasts_longer = match (record.expires_at, first.expires_at) {
+                    (None, Some(_)) => true,
+                    (Some(second), Some(first)) => second > first,
+                    (_, None) => false,
+                };
+                if lasts_longer {
+                    *first = record;
+                }
+            }
+            None => keys.push(record),
+        }
+    }
+    if !refused.is_empty() {
+        return Err(format!(
+            "{}; jwkd cannot tell what is right there and changes nothing: restore the \
+             document from a backup",
+            refused.join("; ")
+        ));
+    }
+    Ok(Repair {
+        keyset: Keyset { keys },
+        fixes,
+    })
+}
+
 /// Makes real keys for the timeline: aws-lc-rs keys, with an rcgen certificate
 /// when `x5c` is on.
 #[derive(Clone, Copy, Debug)]
@@ -331,5 +426,60 @@ mod tests {
         }
         assert_eq!(json["kty"], "RSA");
         assert!(json["x5c"][0].as_str().unwrap().len() > 100);
+    }
+
+    #[test]
+    fn repair_fixes_only_what_does_not_load_and_drops_no_key() {
+        let mut first = record(Algorithm::Es256);
+        first.deactivates_at = Some(first.activates_at + chrono::Duration::hours(1));
+        first.expires_at = first.deactivates_at;
+        let second = record(Algorithm::EdDsa);
+        let keyset = Keyset {
+            keys: vec![first.clone(), second.clone()],
+        };
+        let mut document: serde_json::Value =
+            serde_json::from_slice(&keyset.to_document()).unwrap();
+        // Key 0 activates before it was made; key 1's expiry is before its end;
+        // key 2 is key 1 again, published longer.
+        let activates = (first.created_at - chrono::Duration::seconds(10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        document["keys"][0]["activates_at"] = activates.into();
+        let mut again = document["keys"][1].clone();
+        let end = second.activates_at + chrono::Duration::hours(2);
+        document["keys"][1]["deactivates_at"] = end.to_rfc3339().into();
+        document["keys"][1]["expires_at"] = (end - chrono::Duration::hours(1)).to_rfc3339().into();
+        again["deactivates_at"] = end.to_rfc3339().into();
+        again["expires_at"] = (end + chrono::Duration::hours(5)).to_rfc3339().into();
+        document["keys"].as_array_mut().unwrap().push(again);
+        let bytes = serde_json::to_vec(&document).unwrap();
+        assert!(Keyset::from_document(&bytes).is_err());
+
+        let repair = repair_document(&bytes, chrono::Duration::hours(1)).unwrap();
+        assert_eq!(repair.fixes.len(), 3, "{:#?}", repair.fixes);
+        assert!(repair.fixes[0].starts_with(&format!("key 0 ({}): activates_at", first.kid)));
+        assert!(
+            repair.fixes[1].contains("expires_at"),
+            "{}",
+            repair.fixes[1]
+        );
+        assert!(repair.fixes[2].starts_with("key 2"), "{}", repair.fixes[2]);
+        let repaired = Keyset::from_document(&repair.keyset.to_document()).unwrap();
+        assert_eq!(repaired.keys.len(), 2);
+        assert_eq!(repaired.keys[0].activates_at, first.created_at);
+        assert_eq!(
+            repaired.keys[1].expires_at,
+            Some(end + chrono::Duration::hours(5)),
+            "the entry published longer is kept"
+        );
+
+        let text = String::from_utf8(bytes)
+            .unwrap()
+            .replace(&second.kid, "not-the-thumbprint");
+        let err = repair_document(text.as_bytes(), chrono::Duration::hours(1)).unwrap_err();
+        assert!(
+            err.contains("(not-the-thumbprint): kid is not the thumbprint")
+                && err.contains("changes nothing"),
+            "{err}"
+        );
     }
 }

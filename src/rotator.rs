@@ -950,6 +950,17 @@ mod tests {
         ) -> Result<crate::store::Version, StoreError> {
             self.inner.compare_and_swap(base, keyset).await
         }
+
+        async fn load_raw(&self) -> Result<Option<crate::store::RawDocument>, StoreError> {
+            self.inner.load_raw().await
+        }
+
+        async fn back_up(
+            &self,
+            document: &crate::store::RawDocument,
+        ) -> Result<String, StoreError> {
+            self.inner.back_up(document).await
+        }
     }
 
     #[tokio::test]

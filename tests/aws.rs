@@ -102,7 +102,11 @@ refresh_interval = "1s"
 
 /// One Secrets Manager call straight to the emulator (JSON protocol; the
 /// emulator does not check signatures, but routes on the credential scope).
-fn emulator_call(emulator: SocketAddr, operation: &str, body: &Value) -> Result<Value, String> {
+pub(crate) fn emulator_call(
+    emulator: SocketAddr,
+    operation: &str,
+    body: &Value,
+) -> Result<Value, String> {
     let target = format!("secretsmanager.{operation}");
     let response = util::http(
         emulator,

@@ -532,3 +532,176 @@ fn file_store_rotate_storm_makes_no_extra_key() {
 fn secrets_manager_rotate_storm_makes_no_extra_key() {
     a_rotate_storm_makes_no_extra_key(&Site::new(Store::aws("storm")));
 }
+
+// ---- 5. a way out: a stored keyset that does not load ----
+
+impl Site {
+    /// The stored document as it is.
+    fn read_raw(&self) -> String {
+        match &self.store {
+            Store::File => String::from_utf8(self.dir.read_store().expect("a store file"))
+                .expect("a UTF-8 document"),
+            Store::Aws {
+                endpoint,
+                secret_id,
+            } => {
+                let answer = crate::aws::emulator_call(
+                    emulator_addr(endpoint),
+                    "GetSecretValue",
+                    &serde_json::json!({"SecretId": secret_id, "VersionStage": "AWSCURRENT"}),
+                )
+                .unwrap_or_else(|err| panic!("{err}"));
+                answer["SecretString"]
+                    .as_str()
+                    .expect("a SecretString")
+                    .to_owned()
+            }
+        }
+    }
+
+    /// Replaces the stored document behind jwkd's back.
+    fn write_raw(&self, document: &str) {
+        match &self.store {
+            Store::File => self.dir.write(util::STORE_FILE, document),
+            Store::Aws {
+                endpoint,
+                secret_id,
+            } => {
+                crate::aws::emulator_call(
+                    emulator_addr(endpoint),
+                    "PutSecretValue",
+                    &serde_json::json!({
+                        "SecretId": secret_id,
+                        "SecretString": document,
+                        "VersionStages": ["AWSCURRENT"],
+                    }),
+                )
+                .unwrap_or_else(|err| panic!("{err}"));
+            }
+        }
+    }
+
+    /// Where `jwkd repair` kept the document it replaced holds `document`.
+    fn assert_backed_up(&self, document: &str) {
+        match &self.store {
+            Store::File => {
+                let backups: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+                    .expect("read the test dir")
+                    .map(|entry| entry.expect("dir entry").path())
+                    .filter(|path| {
+                        path.file_name().is_some_and(|name| {
+                            name.to_string_lossy().contains(".jwkd-before-repair-")
+                        })
+                    })
+                    .collect();
+                assert_eq!(backups.len(), 1, "{backups:?}");
+                assert_eq!(std::fs::read_to_string(&backups[0]).unwrap(), document);
+                assert_eq!(util::mode(&backups[0]), 0o600);
+            }
+            Store::Aws {
+                endpoint,
+                secret_id,
+            } => {
+                let versions = crate::aws::emulator_call(
+                    emulator_addr(endpoint),
+                    "ListSecretVersionIds",
+                    &serde_json::json!({"SecretId": secret_id, "IncludeDeprecated": true}),
+                )
+                .unwrap_or_else(|err| panic!("{err}"));
+                let kept = versions["Versions"]
+                    .as_array()
+                    .expect("Versions")
+                    .iter()
+                    .find(|version| {
+                        version["VersionStages"].as_array().is_some_and(|stages| {
+                            stages.iter().any(|stage| {
+                                stage
+                                    .as_str()
+                                    .unwrap_or_default()
+                                    .starts_with("jwkd-before-repair-")
+                            })
+                        })
+                    })
+                    .unwrap_or_else(|| {
+                        panic!("no version labelled jwkd-before-repair-*: {versions}")
+                    });
+                let answer = crate::aws::emulator_call(
+                    emulator_addr(endpoint),
+                    "GetSecretValue",
+                    &serde_json::json!({"SecretId": secret_id, "VersionId": kept["VersionId"]}),
+                )
+                .unwrap_or_else(|err| panic!("{err}"));
+                assert_eq!(answer["SecretString"].as_str(), Some(document));
+            }
+        }
+    }
+}
+
+fn emulator_addr(endpoint: &str) -> std::net::SocketAddr {
+    endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|err| panic!("{ENDPOINT_VAR}={endpoint:?} is not http://IP:PORT: {err}"))
+}
+
+fn an_unloadable_keyset_is_named_and_repaired(site: &Site) {
+    site.run(None, "rotate", &[]).assert_code(0);
+    let kids: BTreeSet<String> = site.stored().into_keys().collect();
+    // What a replica behind the others used to write: a key promoted at its own
+    // "now", before the key was made.
+    let mut document: Value = serde_json::from_str(&site.read_raw()).expect("JSON");
+    let first = &mut document["keys"][0];
+    let kid = first["kid"].as_str().expect("kid").to_owned();
+    let created = util::parse_utc(first["created_at"].as_str().expect("created_at")).unwrap();
+    first["activates_at"] = Value::from(
+        (created - chrono::TimeDelta::seconds(10))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    let broken = serde_json::to_string_pretty(&document).unwrap();
+    site.write_raw(&broken);
+
+    let check = site.run(None, "check-config", &[]);
+    check.assert_code(2);
+    assert!(
+        check
+            .stderr
+            .contains(&format!("key 0 ({kid}): activates_at is before created_at"))
+            && check.stderr.contains("jwkd repair --dry-run"),
+        "check-config must name the key and the field, and the way out:\n{check}"
+    );
+    let dry = site.run(None, "repair", &["--dry-run"]);
+    dry.assert_code(0);
+    assert!(
+        dry.stdout.contains(&format!("key 0 ({kid}): activates_at"))
+            && dry.stdout.contains("set to created_at")
+            && dry.stdout.contains("dry run"),
+        "{dry}"
+    );
+    assert_eq!(site.read_raw(), broken, "a dry run wrote");
+
+    let repaired = site.run(None, "repair", &[]);
+    repaired.assert_code(0);
+    assert!(
+        repaired.stdout.contains("kept the document as it was"),
+        "{repaired}"
+    );
+    site.assert_backed_up(&broken);
+    let after: BTreeSet<String> = site.stored().into_keys().collect();
+    assert_eq!(after, kids, "a repair must not drop a key");
+    site.run(None, "check-config", &[]).assert_code(0);
+    site.run(None, "repair", &[]).assert_code(0);
+    let daemon = site.serve(None);
+    daemon.wait_ready(READY);
+    assert_eq!(jwks(&daemon), kids);
+}
+
+#[test]
+fn file_store_unloadable_keyset_is_named_and_repaired() {
+    an_unloadable_keyset_is_named_and_repaired(&Site::new(Store::File));
+}
+
+#[test]
+fn secrets_manager_unloadable_keyset_is_named_and_repaired() {
+    an_unloadable_keyset_is_named_and_repaired(&Site::new(Store::aws("repair")));
+}

@@ -55,7 +55,7 @@ use aws_sdk_secretsmanager::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_secretsmanager::error::BoxError;
 use aws_sdk_secretsmanager::error::SdkError;
 
-use super::{KeyStore, Snapshot, StoreError, Version};
+use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, backup_name};
 use crate::clock::StoreOffset;
 use crate::keyset::Keyset;
 
@@ -521,6 +521,33 @@ impl KeyStore for SecretsManagerStore {
         }
         self.promote(&base.0, &version_id).await?;
         Ok(Version(version_id))
+    }
+
+    async fn load_raw(&self) -> Result<Option<RawDocument>, StoreError> {
+        let Some((version_id, document)) = self.read_current().await? else {
+            return Ok(None);
+        };
+        Ok(Some(RawDocument {
+            bytes: document.unwrap_or_default().into_bytes(),
+            version: Version(version_id),
+        }))
+    }
+
+    /// Labels the version: Secrets Manager never deletes a labelled version.
+    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError> {
+        let label = backup_name();
+        self.client
+            .update_secret_version_stage()
+            .secret_id(&self.secret_id)
+            .version_stage(&label)
+            .move_to_version_id(&document.version.0)
+            .send()
+            .await
+            .map_err(|err| self.unavailable("cannot label the version to keep", &err))?;
+        Ok(format!(
+            "version {} of {}, labelled {label}",
+            document.version.0, self.secret_id
+        ))
     }
 }
 

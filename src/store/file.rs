@@ -17,7 +17,7 @@ use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{KeyStore, Snapshot, StoreError, Version, content_version};
+use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, backup_name, content_version};
 use crate::clock::StoreOffset;
 use crate::keyset::Keyset;
 
@@ -152,6 +152,32 @@ impl FileStore {
         Ok(content_version(&bytes))
     }
 
+    /// Writes `document` to a new file beside the store, mode 0600, durably.
+    fn back_up_blocking(&self, document: &RawDocument) -> Result<String, StoreError> {
+        let file_name = self
+            .path
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "keyset".into());
+        let path = self
+            .directory()
+            .join(format!("{file_name}.{}", backup_name()));
+        let result = (|| {
+            let mut file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(&document.bytes)?;
+            file.sync_all()?;
+            File::open(self.directory())?.sync_all()
+        })();
+        result.map_err(|err| {
+            self.unavailable(&format!("cannot write the backup {}", path.display()), err)
+        })?;
+        Ok(path.display().to_string())
+    }
+
     fn write_atomically(&self, bytes: &[u8]) -> Result<(), StoreError> {
         let dir = self.directory();
         let file_name = self
@@ -208,6 +234,26 @@ impl KeyStore for FileStore {
             .await
             .unwrap_or_else(|err| {
                 Err(self.unavailable("write task failed", std::io::Error::other(err)))
+            })
+    }
+
+    async fn load_raw(&self) -> Result<Option<RawDocument>, StoreError> {
+        let store = self.clone();
+        let read = tokio::task::spawn_blocking(move || store.read())
+            .await
+            .unwrap_or_else(|err| {
+                Err(self.unavailable("load task failed", std::io::Error::other(err)))
+            })?;
+        Ok(read.map(|(bytes, version)| RawDocument { bytes, version }))
+    }
+
+    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError> {
+        let store = self.clone();
+        let document = document.clone();
+        tokio::task::spawn_blocking(move || store.back_up_blocking(&document))
+            .await
+            .unwrap_or_else(|err| {
+                Err(self.unavailable("backup task failed", std::io::Error::other(err)))
             })
     }
 }

@@ -3,7 +3,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::{KeyStore, Snapshot, StoreError, Version, content_version};
+use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, content_version};
 use crate::clock::StoreOffset;
 use crate::keyset::Keyset;
 
@@ -17,6 +17,8 @@ pub struct MemoryStore {
     pub writes: AtomicUsize,
     /// What every load reports as our clock against the store's.
     pub store_offset: Mutex<Option<StoreOffset>>,
+    /// Documents kept by [`KeyStore::back_up`].
+    pub backups: Mutex<Vec<Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -80,5 +82,21 @@ impl KeyStore for MemoryStore {
         *document = Some(bytes);
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(version)
+    }
+
+    async fn load_raw(&self) -> Result<Option<RawDocument>, StoreError> {
+        self.check_available()?;
+        let document = self.document.lock().expect("memory store lock").clone();
+        Ok(document.map(|bytes| RawDocument {
+            version: content_version(&bytes),
+            bytes,
+        }))
+    }
+
+    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError> {
+        self.check_available()?;
+        let mut backups = self.backups.lock().expect("memory store lock");
+        backups.push(document.bytes.clone());
+        Ok(format!("memory backup {}", backups.len()))
     }
 }

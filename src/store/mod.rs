@@ -88,6 +88,36 @@ pub trait KeyStore: Send + Sync + 'static {
         base: Option<&Version>,
         keyset: &Keyset,
     ) -> Result<Version, StoreError>;
+
+    /// The stored document as it is, without decoding it; `None` if there is none.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn load_raw(&self) -> Result<Option<RawDocument>, StoreError>;
+
+    /// Keeps `document` where later writes will not remove it, before a repair
+    /// replaces it; returns where, for the operator.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError>;
+}
+
+/// The name of a backup made now: `jwkd-before-repair-20261129T120000Z`.
+pub fn backup_name() -> String {
+    format!(
+        "jwkd-before-repair-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+    )
+}
+
+/// A stored document as it is, not decoded: for `jwkd repair`.
+#[derive(Clone, Debug)]
+pub struct RawDocument {
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// The revision they are.
+    pub version: Version,
 }
 
 /// Opens the configured backend.
