@@ -107,9 +107,16 @@ impl Store {
         }
     }
 
-    /// `SLOW_CONFIG` (daily rotation, `clock_skew = "1m"`) on this store.
+    /// `SLOW_CONFIG` (daily rotation, `clock_skew = "1m"`) on this store, with an
+    /// issuer client `minter` (secret `minter-secret`).
     fn config(&self) -> String {
-        match self {
+        let minter = util::hash_secret("minter-secret");
+        let clients = format!(
+            "\n[issuer]\nissuer = \"https://jwkd.test\"\ntoken_lifetime = \"15m\"\n\n\
+             [[clients]]\nid = \"minter\"\nsecret_hash = \"{minter}\"\n\
+             audiences = [\"anything\"]\nroles = [\"issuer\"]\n"
+        );
+        let store = match self {
             Store::File => SLOW_CONFIG.to_owned(),
             Store::Aws {
                 endpoint,
@@ -122,7 +129,8 @@ impl Store {
                      region = \"us-east-1\"\nendpoint_url = \"{endpoint}\""
                 ),
             ),
-        }
+        };
+        store + &clients
     }
 
     /// A `jwkd` command for this store, on `clock` if given.
@@ -250,6 +258,20 @@ fn metric(daemon: &Daemon, series: &str) -> Option<f64> {
     })
 }
 
+/// `POST /v1/sign` as the issuer client: the status and the body.
+fn sign(daemon: &Daemon) -> (u16, String) {
+    let response = daemon.request(
+        "POST",
+        "/v1/sign",
+        &[
+            ("Authorization", "Bearer minter:minter-secret"),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"sub": "a-service", "aud": "anything"}"#,
+    );
+    (response.status, response.text())
+}
+
 fn no_corruption(daemons: &[&Daemon]) {
     for daemon in daemons {
         let output = daemon.stderr_text();
@@ -364,6 +386,11 @@ fn a_clock_stepped_back_writes_nothing_until_it_is_right(site: &Site) {
         published,
         "the JWKS changed while the clock was wrong"
     );
+    let (status, body) = sign(&daemon);
+    assert!(
+        status == 503 && body.contains("not signing") && body.contains("behind"),
+        "a daemon whose clock is a day behind must not stamp tokens: {status} {body}"
+    );
     let refused = site.run(Some(&clock), "rotate", &[]);
     refused.assert_code(1);
     assert!(
@@ -385,6 +412,7 @@ fn a_clock_stepped_back_writes_nothing_until_it_is_right(site: &Site) {
     clock.set("+0");
     daemon.wait_ready(READY);
     assert_eq!(metric(&daemon, "jwkd_clock_skew_exceeded"), Some(0.0));
+    assert_eq!(sign(&daemon).0, 200);
     site.run(Some(&clock), "rotate", &[]).assert_code(0);
     assert!(daemon.stderr_text().contains("agrees with the store"));
 }
@@ -438,6 +466,12 @@ fn a_replica_days_ahead_prunes_nothing(site: &Site) {
         refused.stderr.contains("ahead of the clock of the store"),
         "{refused}"
     );
+    let (status, body) = sign(&fast);
+    assert!(
+        status == 503 && body.contains("not signing"),
+        "the replica 3 days ahead must not stamp tokens: {status} {body}"
+    );
+    assert_eq!(sign(&healthy).0, 200, "the healthy replica signs");
     no_corruption(&[&healthy, &fast]);
 }
 
