@@ -92,14 +92,7 @@ impl Keyset {
     /// # Errors
     /// A one-line reason when the bytes are not a valid format-1 keyset.
     pub fn from_document(bytes: &[u8]) -> Result<Keyset, String> {
-        let document: Document =
-            serde_json::from_slice(bytes).map_err(|err| format!("not a keyset document: {err}"))?;
-        if document.format != FORMAT {
-            return Err(format!(
-                "unsupported format {} (this jwkd reads format {FORMAT})",
-                document.format
-            ));
-        }
+        let document = Document::parse(bytes)?;
         let mut keys: Vec<KeyRecord> = Vec::with_capacity(document.keys.len());
         for (key_idx, stored) in document.keys.into_iter().enumerate() {
             let kid = stored.kid.clone();
@@ -137,14 +130,7 @@ pub struct Repair {
 /// cannot decide (a kid that is not its key's thumbprint, a key that does not
 /// parse): the reasons, one per key.
 pub fn repair_document(bytes: &[u8], retention: chrono::Duration) -> Result<Repair, String> {
-    let document: Document =
-        serde_json::from_slice(bytes).map_err(|err| format!("not a keyset document: {err}"))?;
-    if document.format != FORMAT {
-        return Err(format!(
-            "unsupported format {} (this jwkd reads format {FORMAT})",
-            document.format
-        ));
-    }
+    let document = Document::parse(bytes)?;
     let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let mut fixes = Vec::new();
     let mut refused = Vec::new();
@@ -277,6 +263,21 @@ impl crate::timeline::KeyMaker for Generator {
 struct Document {
     format: u32,
     keys: Vec<StoredKey>,
+}
+
+impl Document {
+    /// The JSON and the format number; the keys are checked by the caller.
+    fn parse(bytes: &[u8]) -> Result<Document, String> {
+        let document: Document =
+            serde_json::from_slice(bytes).map_err(|err| format!("not a keyset document: {err}"))?;
+        if document.format != FORMAT {
+            return Err(format!(
+                "unsupported format {} (this jwkd reads format {FORMAT})",
+                document.format
+            ));
+        }
+        Ok(document)
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -10,7 +10,7 @@
 //! from the emulator, so it knows every keyset that was ever `AWSCURRENT`.
 
 mod proxy;
-mod replica;
+pub(crate) mod replica;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;

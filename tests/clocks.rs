@@ -137,14 +137,7 @@ impl Store {
     fn command(&self, clock: Option<&FakeClock>) -> Command {
         let mut cmd = jwkd();
         if let Store::Aws { .. } = self {
-            cmd.env("AWS_ACCESS_KEY_ID", "test")
-                .env("AWS_SECRET_ACCESS_KEY", "test")
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env_remove("AWS_PROFILE")
-                .env_remove("AWS_SESSION_TOKEN")
-                .env_remove("AWS_ENDPOINT_URL")
-                .env_remove("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+            crate::aws::replica::with_test_credentials(&mut cmd);
         }
         if let Some(clock) = clock {
             clock.apply(&mut cmd);

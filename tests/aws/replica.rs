@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::process::Command;
 
 use crate::util::{Daemon, jwkd};
 
@@ -12,18 +13,24 @@ pub struct Replica {
     daemon: Daemon,
 }
 
+/// The SDK's environment for the emulator: static test credentials, a region,
+/// no instance metadata, nothing from the caller's own AWS set-up.
+pub fn with_test_credentials(cmd: &mut Command) {
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+}
+
 impl Replica {
     /// Spawns `jwkd serve --config CONFIG` and returns at once.
     pub fn spawn(name: &str, config: &Path) -> Replica {
         let mut cmd = jwkd();
-        cmd.env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env_remove("AWS_ENDPOINT_URL_SECRETS_MANAGER");
+        with_test_credentials(&mut cmd);
         Replica {
             name: name.to_owned(),
             daemon: Daemon::spawn_command(cmd, config),
