@@ -10,10 +10,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Semaphore;
 
 use crate::config::ClientConfig;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
 /// Hashes a client secret for the config file.
 ///
@@ -49,13 +48,52 @@ pub fn check_hash_format(hash: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `secret` matches `hash`. Argon2's comparison is constant-time.
+/// Whether `secret` matches `hash`. The comparison is constant-time.
 pub fn verify_secret(secret: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(secret.as_bytes(), &parsed)
-            .is_ok()
-    })
+    verify_secret_in(secret, hash, &mut HashMemory::default())
+}
+
+/// Argon2's working memory, kept by a hashing thread and reused for every check,
+/// so that checks neither allocate ~19 MiB each nor leave it to the allocator.
+#[derive(Default)]
+pub struct HashMemory(Vec<argon2::Block>);
+
+/// [`verify_secret`], hashing in `memory` (grown once to the hash's cost).
+pub fn verify_secret_in(secret: &str, hash: &str, memory: &mut HashMemory) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params)) = (
+        argon2::Algorithm::try_from(parsed.algorithm),
+        argon2::Params::try_from(&parsed),
+    ) else {
+        return false;
+    };
+    let Ok(version) = parsed.version.map(argon2::Version::try_from).transpose() else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.0.len() < blocks {
+        memory.0.resize(blocks, argon2::Block::default());
+    }
+    let mut computed = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version.unwrap_or_default(), params)
+        .hash_password_into_with_memory(
+            secret.as_bytes(),
+            salt,
+            &mut computed,
+            &mut memory.0[..blocks],
+        )
+        .is_ok()
+        // `Output`'s equality is constant-time.
+        && argon2::password_hash::Output::new(&computed).is_ok_and(|computed| computed == expected)
 }
 
 /// Checks client credentials against the configured clients.
@@ -66,18 +104,104 @@ pub fn verify_secret(secret: &str, hash: &str) -> bool {
 /// again by comparing HMACs in constant time. Anything else (an unknown client,
 /// a wrong secret, a changed hash) takes the one full path: an Argon2 check,
 /// against a dummy hash when the client is unknown, so the two cost the same.
-/// Full checks run on the blocking pool, at most [`MAX_CONCURRENT_HASHES`] at a time.
+///
+/// Full checks are bounded work. They run on [`HashLimits::concurrent`] threads
+/// of their own (each Argon2 check holds ~19 MiB, and memory a thread freed stays
+/// with that thread's allocator arena, so a fixed few threads is also what keeps
+/// the resident set small), fed by a queue of [`HashLimits::waiting`] places. A
+/// check asked for when the queue is full is refused at once ([`Busy`]) and
+/// nothing is hashed; a queued check whose request was abandoned is skipped
+/// when its turn comes. The remembered path never waits behind the queue, and
+/// the runtime's blocking pool (store I/O, key generation) never sees a hash.
 pub struct Authenticator {
     clients: HashMap<String, Arc<ClientConfig>>,
     remembered: Mutex<HashMap<String, Remembered>>,
     mac_key: hmac::Key,
     dummy_hash: String,
-    hashing: Semaphore,
-    full_checks: AtomicU64,
+    jobs: std::sync::mpsc::SyncSender<Job>,
+    counts: Arc<Counts>,
 }
 
-/// How many Argon2 checks may run at once; the rest wait.
+/// How many Argon2 checks run at once.
 pub const MAX_CONCURRENT_HASHES: usize = 2;
+
+/// How many full checks may wait for a turn; beyond that a check is refused.
+/// At ~20 ms a hash on two threads, the last in line waits about half a second.
+pub const MAX_WAITING_CHECKS: usize = 64;
+
+/// The bounds on full checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HashLimits {
+    /// Checks that run at once (threads).
+    pub concurrent: usize,
+    /// Checks that may wait.
+    pub waiting: usize,
+}
+
+impl Default for HashLimits {
+    fn default() -> Self {
+        HashLimits {
+            concurrent: MAX_CONCURRENT_HASHES,
+            waiting: MAX_WAITING_CHECKS,
+        }
+    }
+}
+
+/// Too many credential checks are running and waiting: try again shortly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many client authentications in progress; try again shortly")]
+pub struct Busy;
+
+/// One full check for a hashing thread.
+struct Job {
+    secret: zeroize::Zeroizing<String>,
+    secret_hash: String,
+    reply: tokio::sync::oneshot::Sender<bool>,
+}
+
+#[derive(Default)]
+struct Counts {
+    full_checks: AtomicU64,
+    refused: AtomicU64,
+    abandoned: AtomicU64,
+}
+
+/// Starts the hashing threads; they end when the returned sender is dropped.
+fn start_hashers(
+    limits: HashLimits,
+    counts: &Arc<Counts>,
+) -> Result<std::sync::mpsc::SyncSender<Job>, String> {
+    let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(limits.waiting);
+    let queue = Arc::new(Mutex::new(queue));
+    for worker in 0..limits.concurrent.max(1) {
+        let queue = Arc::clone(&queue);
+        let counts = Arc::clone(counts);
+        std::thread::Builder::new()
+            .name(format!("jwkd-argon2-{worker}"))
+            .spawn(move || {
+                let mut memory = HashMemory::default();
+                loop {
+                    // The lock is only held while taking a job, never while hashing.
+                    let job = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .recv();
+                    let Ok(job) = job else {
+                        return;
+                    };
+                    if job.reply.is_closed() {
+                        counts.abandoned.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    counts.full_checks.fetch_add(1, Ordering::Relaxed);
+                    let matches = verify_secret_in(&job.secret, &job.secret_hash, &mut memory);
+                    let _ = job.reply.send(matches);
+                }
+            })
+            .map_err(|err| format!("cannot start a hashing thread: {err}"))?;
+    }
+    Ok(jobs)
+}
 
 struct Remembered {
     secret_hash: String,
@@ -98,6 +222,17 @@ impl Authenticator {
     /// # Errors
     /// When the random key or the dummy hash cannot be made.
     pub fn new(clients: &[ClientConfig]) -> Result<Authenticator, String> {
+        Authenticator::with_limits(clients, HashLimits::default())
+    }
+
+    /// An authenticator with these bounds on full checks.
+    ///
+    /// # Errors
+    /// When the random key or the dummy hash cannot be made.
+    pub fn with_limits(
+        clients: &[ClientConfig],
+        limits: HashLimits,
+    ) -> Result<Authenticator, String> {
         let rng = aws_lc_rs::rand::SystemRandom::new();
         let mac_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
             .map_err(|_| "cannot draw a random key".to_owned())?;
@@ -105,6 +240,7 @@ impl Authenticator {
         aws_lc_rs::rand::fill(&mut dummy_secret)
             .map_err(|_| "cannot draw a random secret".to_owned())?;
         let dummy_hash = hash_secret(&URL_SAFE_NO_PAD.encode(dummy_secret))?;
+        let counts = Arc::new(Counts::default());
         Ok(Authenticator {
             clients: clients
                 .iter()
@@ -113,24 +249,31 @@ impl Authenticator {
             remembered: Mutex::new(HashMap::new()),
             mac_key,
             dummy_hash,
-            hashing: Semaphore::new(MAX_CONCURRENT_HASHES),
-            full_checks: AtomicU64::new(0),
+            jobs: start_hashers(limits, &counts)?,
+            counts,
         })
     }
 
     /// The client with this id and secret, or `None` for an unknown client or a
     /// wrong secret alike.
-    pub async fn authenticate(&self, client_id: &str, secret: &str) -> Option<Arc<ClientConfig>> {
+    ///
+    /// # Errors
+    /// [`Busy`] when a full check is needed and the queue for them is full.
+    pub async fn authenticate(
+        &self,
+        client_id: &str,
+        secret: &str,
+    ) -> Result<Option<Arc<ClientConfig>>, Busy> {
         let client = self.clients.get(client_id).cloned();
         // Borrowed: the remembered path (every token request after the first) allocates nothing.
         let secret_hash: &str = client
             .as_deref()
             .map_or(&self.dummy_hash, |client| &client.secret_hash);
         if client.is_some() && self.remembers(client_id, secret_hash, secret) {
-            return client;
+            return Ok(client);
         }
-        let matches = self.full_check(secret, secret_hash.to_owned()).await;
-        match client {
+        let matches = self.full_check(secret, secret_hash.to_owned()).await?;
+        Ok(match client {
             Some(client) if matches => {
                 let tag = hmac::sign(&self.mac_key, secret.as_bytes());
                 let remembered = Remembered {
@@ -142,7 +285,7 @@ impl Authenticator {
                 Some(client)
             }
             _ => None,
-        }
+        })
     }
 
     fn lock_remembered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Remembered>> {
@@ -160,21 +303,34 @@ impl Authenticator {
         })
     }
 
-    async fn full_check(&self, secret: &str, secret_hash: String) -> bool {
-        self.full_checks.fetch_add(1, Ordering::Relaxed);
-        // The semaphore is never closed, so acquiring only fails if it were.
-        let Ok(_permit) = self.hashing.acquire().await else {
-            return false;
+    async fn full_check(&self, secret: &str, secret_hash: String) -> Result<bool, Busy> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job {
+            secret: zeroize::Zeroizing::new(secret.to_owned()),
+            secret_hash,
+            reply,
         };
-        let secret = zeroize::Zeroizing::new(secret.to_owned());
-        tokio::task::spawn_blocking(move || verify_secret(&secret, &secret_hash))
-            .await
-            .unwrap_or(false)
+        if self.jobs.try_send(job).is_err() {
+            // Full (or, never while `self` lives, no hashing thread left).
+            self.counts.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        Ok(answer.await.unwrap_or(false))
     }
 
     /// How many full Argon2 checks have run: for tests and metrics.
     pub fn full_checks(&self) -> u64 {
-        self.full_checks.load(Ordering::Relaxed)
+        self.counts.full_checks.load(Ordering::Relaxed)
+    }
+
+    /// How many full checks were refused because the queue was full.
+    pub fn refused_checks(&self) -> u64 {
+        self.counts.refused.load(Ordering::Relaxed)
+    }
+
+    /// How many queued checks were skipped because their request was gone.
+    pub fn abandoned_checks(&self) -> u64 {
+        self.counts.abandoned.load(Ordering::Relaxed)
     }
 }
 
@@ -196,18 +352,108 @@ mod tests {
     #[tokio::test]
     async fn unknown_client_and_wrong_secret_take_the_same_path() {
         let auth = Authenticator::new(&[client("orders", "right")]).unwrap();
-        assert!(auth.authenticate("orders", "right").await.is_some());
+        assert!(
+            auth.authenticate("orders", "right")
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(auth.full_checks(), 1);
         // The remembered secret is accepted without another Argon2 check.
-        assert!(auth.authenticate("orders", "right").await.is_some());
+        assert!(
+            auth.authenticate("orders", "right")
+                .await
+                .unwrap()
+                .is_some()
+        );
         assert_eq!(auth.full_checks(), 1);
         // A wrong secret and an unknown client each cost exactly one full check.
-        assert!(auth.authenticate("orders", "wrong").await.is_none());
+        assert!(
+            auth.authenticate("orders", "wrong")
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(auth.full_checks(), 2);
-        assert!(auth.authenticate("nobody", "right").await.is_none());
+        assert!(
+            auth.authenticate("nobody", "right")
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert_eq!(auth.full_checks(), 3);
-        assert!(auth.authenticate("orders", "").await.is_none());
+        assert!(auth.authenticate("orders", "").await.unwrap().is_none());
         assert_eq!(auth.full_checks(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused_at_once_and_abandoned_checks_never_hash() {
+        let limits = HashLimits {
+            concurrent: 1,
+            waiting: 2,
+        };
+        let auth =
+            Arc::new(Authenticator::with_limits(&[client("orders", "right")], limits).unwrap());
+        // Ten checks at once: one runs, two wait, seven are refused without hashing.
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.authenticate("nobody", "guess").await })
+            })
+            .collect();
+        let mut busy = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Err(Busy) => busy += 1,
+                Ok(found) => assert!(found.is_none()),
+            }
+        }
+        // One is taken by the thread at once (or a moment later), two wait.
+        assert!((7..=8).contains(&busy), "{busy} refused");
+        assert_eq!(auth.refused_checks(), busy);
+        assert_eq!(auth.full_checks(), 10 - busy);
+
+        // Checks abandoned while they wait never start a hash.
+        let auth = Arc::new(
+            Authenticator::with_limits(
+                &[client("orders", "right")],
+                HashLimits {
+                    concurrent: 1,
+                    waiting: 8,
+                },
+            )
+            .unwrap(),
+        );
+        let running = {
+            let auth = Arc::clone(&auth);
+            tokio::spawn(async move { auth.authenticate("nobody", "guess").await })
+        };
+        tokio::task::yield_now().await;
+        let abandoned: Vec<_> = (0..2)
+            .map(|_| {
+                let auth = Arc::clone(&auth);
+                tokio::spawn(async move { auth.authenticate("nobody", "guess").await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        for task in &abandoned {
+            task.abort();
+        }
+        assert!(running.await.unwrap().unwrap().is_none());
+        let before = auth.full_checks();
+        // The real client still gets in: its check comes after the abandoned ones.
+        assert!(
+            auth.authenticate("orders", "right")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            auth.full_checks(),
+            before + 1,
+            "an abandoned check was hashed"
+        );
+        assert_eq!(auth.abandoned_checks(), 2);
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod cli;
 mod client_rotation;
 mod clocks;
 mod config_rules;
+mod hardening;
 mod interop;
 mod rotation;
 mod store_file;

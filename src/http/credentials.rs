@@ -86,6 +86,14 @@ pub async fn authenticate(
     let auth = shared.auth.load_full();
     auth.authenticate(&presented.client_id, &presented.secret)
         .await
+        .map_err(|busy| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                busy.to_string(),
+            )
+            .with_header("retry-after", "1")
+        })?
         .ok_or_else(|| invalid_client("client authentication failed"))
 }
 

@@ -1,0 +1,159 @@
+//! The server side under attack (the hardening issue), one attack per test,
+//! against the real daemon on loopback. Each prints what it measured.
+//!
+//! - a flood of token requests from unknown clients, most of them abandoned
+//!   right after sending: the Argon2 work stays bounded (peak memory), a full
+//!   queue is answered `503` + `Retry-After` at once, and a client whose secret
+//!   is remembered is not held up.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::util::{Daemon, TestDir, hash_secret};
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+fn config() -> String {
+    let orders = hash_secret("orders-secret");
+    format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[keys]
+rotation_schedule = "0 3 * * *"
+
+[store]
+path = "keyset.json"
+refresh_interval = "1s"
+
+[issuer]
+issuer = "https://jwkd.test"
+
+[[clients]]
+id = "orders"
+secret_hash = "{orders}"
+audiences = ["payments"]
+"#
+    )
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+}
+
+fn token(daemon: &Daemon, authorization: &str) -> u16 {
+    daemon
+        .request(
+            "POST",
+            "/oauth2/token",
+            &[FORM, ("Authorization", authorization)],
+            b"grant_type=client_credentials",
+        )
+        .status
+}
+
+/// One raw token request for an unknown client; the connection is closed
+/// right after sending unless `wait`, which reads the status line.
+fn flood_request(addr: SocketAddr, n: usize, wait: bool) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    let body = "grant_type=client_credentials";
+    let request = format!(
+        "POST /oauth2/token HTTP/1.1\r\nHost: jwkd\r\nAuthorization: {}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        basic(&format!("attacker-{n}"), "guess"),
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    if !wait {
+        return None;
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[test]
+fn a_flood_of_credential_checks_is_bounded_work() {
+    const FLOOD: usize = 3000;
+    const THREADS: usize = 8;
+    let dir = TestDir::new(&config());
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let legit = basic("orders", "orders-secret");
+    assert_eq!(token(&daemon, &legit), 200, "the real client gets a token");
+    let rss_before = daemon.status_kib("VmRSS");
+
+    let started = Instant::now();
+    let (busy_answers, legit_waits) = thread::scope(|scope| {
+        let flooders: Vec<_> = (0..THREADS)
+            .map(|thread_idx| {
+                let addr = daemon.addr();
+                scope.spawn(move || {
+                    let mut busy = 0;
+                    for n in (thread_idx..FLOOD).step_by(THREADS) {
+                        // Every tenth request waits for its answer; the rest are abandoned.
+                        let answer = flood_request(addr, n, n % 10 == 0);
+                        if answer.is_some_and(|answer| {
+                            answer.starts_with("HTTP/1.1 503")
+                                && answer.to_ascii_lowercase().contains("retry-after: 1")
+                        }) {
+                            busy += 1;
+                        }
+                    }
+                    busy
+                })
+            })
+            .collect();
+        // The real client keeps asking while the flood runs.
+        let mut waits = Vec::new();
+        while flooders.iter().any(|flooder| !flooder.is_finished()) {
+            let asked = Instant::now();
+            assert_eq!(token(&daemon, &legit), 200, "the real client was refused");
+            waits.push(asked.elapsed());
+            thread::sleep(Duration::from_millis(50));
+        }
+        let busy: usize = flooders
+            .into_iter()
+            .map(|flooder| flooder.join().expect("flooder"))
+            .sum();
+        (busy, waits)
+    });
+    let flood_took = started.elapsed();
+    // Let the work still queued drain, then read the peak.
+    thread::sleep(Duration::from_secs(2));
+    daemon.wait_ready(Duration::from_secs(20));
+    let peak_kib = daemon.status_kib("VmHWM");
+    let worst_wait = legit_waits.iter().max().copied().unwrap_or_default();
+    println!(
+        "flood of {FLOOD} token requests for unknown clients in {flood_took:?}: peak RSS {} MiB \
+         (before: {} MiB); {busy_answers} of the {} answered requests were 503 + Retry-After; \
+         the real client asked {} times, worst wait {worst_wait:?}",
+        peak_kib / 1024,
+        rss_before / 1024,
+        FLOOD / 10,
+        legit_waits.len(),
+    );
+    assert!(
+        peak_kib < 128 * 1024,
+        "peak RSS {} MiB under the flood, over 128 MiB\n{}",
+        peak_kib / 1024,
+        daemon.stderr_text()
+    );
+    assert!(
+        busy_answers > 0,
+        "a flood this size must overflow the queue and be told to retry"
+    );
+    assert!(
+        worst_wait < Duration::from_secs(2),
+        "the remembered client waited {worst_wait:?} behind the flood"
+    );
+}
