@@ -4,7 +4,9 @@
 //! - a flood of token requests from unknown clients, most of them abandoned
 //!   right after sending: the Argon2 work stays bounded (peak memory), a full
 //!   queue is answered `503` + `Retry-After` at once, and a client whose secret
-//!   is remembered is not held up.
+//!   is remembered is not held up;
+//! - an issuer credential used to mint tokens for audiences and issuers it was
+//!   never given: refused, and every signature is audited.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -12,7 +14,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::json;
 
 use crate::util::{Daemon, TestDir, hash_secret};
 
@@ -20,6 +23,7 @@ const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded")
 
 fn config() -> String {
     let orders = hash_secret("orders-secret");
+    let minter = hash_secret("minter-secret");
     format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -38,6 +42,12 @@ issuer = "https://jwkd.test"
 id = "orders"
 secret_hash = "{orders}"
 audiences = ["payments"]
+
+[[clients]]
+id = "minter"
+secret_hash = "{minter}"
+audiences = ["reports", "exports"]
+roles = ["issuer"]
 "#
     )
 }
@@ -156,4 +166,80 @@ fn a_flood_of_credential_checks_is_bounded_work() {
         worst_wait < Duration::from_secs(2),
         "the remembered client waited {worst_wait:?} behind the flood"
     );
+}
+
+#[test]
+fn an_issuer_signs_only_what_it_may_claim() {
+    let dir = TestDir::new(&config());
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let sign = |claims: serde_json::Value| {
+        daemon.request(
+            "POST",
+            "/v1/sign",
+            &[
+                ("Authorization", "Bearer minter:minter-secret"),
+                ("Content-Type", "application/json"),
+            ],
+            claims.to_string().as_bytes(),
+        )
+    };
+    // Audiences and issuers this credential was never given.
+    for (claims, says) in [
+        (
+            json!({"sub": "x", "aud": "payments"}),
+            "aud \"payments\" is not one of client minter's audiences",
+        ),
+        (
+            json!({"sub": "x", "aud": ["reports", "payments"]}),
+            "\"payments\" is not one of",
+        ),
+        (json!({"sub": "x", "aud": 7}), "aud must be"),
+        (json!({"sub": "x", "aud": []}), "aud must be"),
+        (
+            json!({"sub": "x", "iss": "https://evil.example"}),
+            "iss must be this jwkd's issuer",
+        ),
+    ] {
+        let response = sign(claims.clone());
+        response.assert_json_error(400);
+        assert!(
+            response.json()["error_description"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{claims}: {response}"
+        );
+    }
+    // What it may claim is signed, as a plain JWT.
+    let response =
+        sign(json!({"sub": "x", "aud": ["reports", "exports"], "iss": "https://jwkd.test"}));
+    assert_eq!(response.status, 200, "{response}");
+    let token = response.json()["token"].as_str().unwrap().to_owned();
+    let part = |idx: usize| -> serde_json::Value {
+        serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').nth(idx).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(part(0)["typ"], "JWT");
+    assert_eq!(part(1)["aud"], json!(["reports", "exports"]));
+    let jti = part(1)["jti"].as_str().unwrap().to_owned();
+    let audited = crate::util::poll(Duration::from_secs(5), || {
+        let log = daemon.stderr_text();
+        log.lines()
+            .find(|line| {
+                line.contains("jwkd::audit")
+                    && line.contains("signed a token")
+                    && line.contains(&jti)
+            })
+            .map(str::to_owned)
+            .ok_or_else(|| log.clone())
+    })
+    .unwrap_or_else(|log| panic!("no audit line with jti {jti}:\n{log}"));
+    for field in ["client=minter", "kid=", "sub=", "aud=", "jti="] {
+        assert!(audited.contains(field), "{field} missing from {audited}");
+    }
 }

@@ -370,7 +370,7 @@ fn issuers_pull_keys_and_sign() {
             ("Authorization", "Bearer minter:minter-secret"),
             ("Content-Type", "application/json"),
         ],
-        json!({"sub": "user-1", "aud": "api", "exp": far, "iat": 1})
+        json!({"sub": "user-1", "aud": "anything", "exp": far, "iat": 1})
             .to_string()
             .as_bytes(),
     );
@@ -394,15 +394,18 @@ fn issuers_pull_keys_and_sign() {
         "POST",
         "/v1/sign",
         &[("Authorization", "Bearer minter:minter-secret")],
-        json!({"sub": "user-2", "exp": near, "iss": "https://other.example"})
-            .to_string()
-            .as_bytes(),
+        json!({"sub": "user-2", "exp": near}).to_string().as_bytes(),
     );
     let body = response.json();
     assert_eq!(body["exp_capped"], false, "{body}");
-    let (_, claims) = verify(&daemon, body["token"].as_str().unwrap());
+    let (header, claims) = verify(&daemon, body["token"].as_str().unwrap());
     assert_eq!(claims["exp"].as_i64(), Some(near));
-    assert_eq!(claims["iss"], "https://other.example");
+    assert_eq!(claims["iss"], ISSUER);
+    assert_eq!(
+        claims["aud"], "anything",
+        "absent aud: the client's first audience"
+    );
+    assert_eq!(header["typ"], "JWT", "never at+jwt: {header}");
 
     // Errors: no credentials, wrong role, wrong secret, bad bodies.
     daemon.get("/v1/signing-keys").assert_json_error(401);

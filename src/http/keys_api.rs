@@ -74,10 +74,15 @@ pub async fn signing_keys(
 }
 
 /// `POST /v1/sign`: claims in, a compact JWS out; `iat`, `nbf` and `jti` set,
-/// `iss` filled in when absent, `exp` capped at `iat + max_token_lifetime`.
+/// `exp` capped at `iat + max_token_lifetime`. It signs only what the client may
+/// claim: `aud` within the client's audiences (absent: the first), `iss` the
+/// configured issuer (absent: filled in). The header `typ` is `JWT`, never
+/// `at+jwt`, so no token signed here passes an RFC 9068 access-token check.
+/// Every signature is audited with the client, kid, `sub`, `aud` and `jti`.
 ///
 /// # Errors
-/// 401/403, 400 for a body that is not a JSON object or a bad `exp`, 503 without a key.
+/// 401/403, 400 for a body that is not a JSON object, a bad `exp`, an `aud` or
+/// `iss` the client may not claim; 503 without a key.
 pub async fn sign(
     shared: Arc<Shared>,
     authorization: Option<String>,
@@ -125,10 +130,24 @@ pub async fn sign(
         Some(exp) => (exp, false),
         None => (default_exp.min(cap), false),
     };
-    if !claims.contains_key("iss")
-        && let Some(issuer) = &config.issuer.issuer
-    {
-        claims.insert("iss".into(), json!(issuer));
+    let audience = allowed_audience(&client, claims.get("aud"))?;
+    claims.insert("aud".into(), audience);
+    match (claims.get("iss"), &config.issuer.issuer) {
+        (None, Some(issuer)) => {
+            claims.insert("iss".into(), json!(issuer));
+        }
+        (None, None) => {}
+        (Some(iss), Some(issuer)) if iss.as_str() == Some(issuer.as_str()) => {}
+        (Some(_), Some(issuer)) => {
+            return Err(ApiError::invalid_request(format!(
+                "iss must be this jwkd's issuer {issuer:?} (or absent)"
+            )));
+        }
+        (Some(_), None) => {
+            return Err(ApiError::invalid_request(
+                "iss is not allowed: this jwkd has no issuer.issuer configured",
+            ));
+        }
     }
     claims.insert("iat".into(), json!(iat));
     claims.insert("nbf".into(), json!(iat));
@@ -144,6 +163,15 @@ pub async fn sign(
         ApiError::internal()
     })?;
     shared.metrics.tokens_issued.inc();
+    tracing::info!(
+        target: "jwkd::audit",
+        client = %client.id,
+        kid = %signer.kid(),
+        sub = %claims.get("sub").map(ToString::to_string).unwrap_or_default(),
+        aud = %claims["aud"],
+        jti = %claims["jti"],
+        "signed a token"
+    );
     Ok(no_store(&json!({
         "token": token,
         "kid": signer.kid(),
@@ -221,6 +249,53 @@ pub async fn admin(
         .collect();
     let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
     Ok(no_store(&json!({"keys": keys, "changes": changes})))
+}
+
+/// The `aud` to sign for `client`: what it asked for if every audience in it is
+/// one of the client's (`aud` may be a string or an array of strings), else the
+/// client's first audience when it asked for none.
+fn allowed_audience(
+    client: &crate::config::ClientConfig,
+    requested: Option<&Value>,
+) -> Result<Value, ApiError> {
+    let allowed = |audience: &str| client.audiences.iter().any(|own| own == audience);
+    let refuse = |audience: &str| {
+        ApiError::invalid_request(format!(
+            "aud {audience:?} is not one of client {}'s audiences",
+            client.id
+        ))
+    };
+    match requested {
+        None => client
+            .audiences
+            .first()
+            .map(|audience| json!(audience))
+            .ok_or_else(|| {
+                ApiError::invalid_request(format!(
+                    "client {} has no audiences to sign for",
+                    client.id
+                ))
+            }),
+        Some(Value::String(audience)) if allowed(audience) => Ok(json!(audience)),
+        Some(Value::String(audience)) => Err(refuse(audience)),
+        Some(Value::Array(audiences)) if !audiences.is_empty() => {
+            for audience in audiences {
+                match audience.as_str() {
+                    Some(audience) if allowed(audience) => {}
+                    Some(audience) => return Err(refuse(audience)),
+                    None => {
+                        return Err(ApiError::invalid_request(
+                            "aud must be a string or an array of strings",
+                        ));
+                    }
+                }
+            }
+            Ok(Value::Array(audiences.clone()))
+        }
+        Some(_) => Err(ApiError::invalid_request(
+            "aud must be a string or a non-empty array of strings",
+        )),
+    }
 }
 
 /// Refuses to sign while this host's clock is beyond `clock_skew`: `iat` and
