@@ -20,11 +20,12 @@ pub struct Presented {
     pub secret: zeroize::Zeroizing<String>,
 }
 
+/// One form-urlencoded component of Basic credentials (RFC 6749 §2.3.1): `+` is
+/// a space, `%XX` a byte; `&`, `=` and `;` are themselves.
 fn decode_component(text: &str) -> String {
-    form_urlencoded::parse(format!("x={text}").as_bytes())
-        .next()
-        .map(|(_, value)| value.into_owned())
-        .unwrap_or_default()
+    percent_encoding::percent_decode_str(&text.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 /// Reads the `Authorization` header: `Basic` always, `Bearer id:secret` when allowed.
@@ -132,6 +133,25 @@ mod tests {
         let presented = from_header(Some(&header), false).unwrap().unwrap();
         assert_eq!(presented.client_id, "my client");
         assert_eq!(presented.secret.as_str(), "p:ss word");
+    }
+
+    #[test]
+    fn basic_credentials_keep_every_character_rfc_6749_allows() {
+        for (id, secret, encoded) in [
+            ("a&b", "c&d=e", "a%26b:c%26d%3De"),
+            ("a&b", "c&d=e", "a&b:c&d=e"),
+            ("a b", "p+q r", "a+b:p%2Bq+r"),
+            ("100%", "50%:off", "100%25:50%25%3Aoff"),
+            ("x", "s;t", "x:s;t"),
+        ] {
+            let header = format!("Basic {}", STANDARD.encode(encoded));
+            let presented = from_header(Some(&header), false).unwrap().unwrap();
+            assert_eq!(
+                (presented.client_id.as_str(), presented.secret.as_str()),
+                (id, secret),
+                "{encoded}"
+            );
+        }
     }
 
     #[test]
