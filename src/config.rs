@@ -463,6 +463,16 @@ impl<'a> Reader<'a> {
     fn duration(&mut self, section: &str, key: &str) -> Option<Duration> {
         let text = self.string(section, key)?;
         match parse_duration(&text) {
+            Ok(duration) if duration > longest_duration(section, key) => {
+                self.problem(
+                    format!("{section}.{key}"),
+                    format!(
+                        "{text:?} is longer than jwkd accepts here ({})",
+                        format_duration(longest_duration(section, key))
+                    ),
+                );
+                None
+            }
             Ok(duration) => Some(duration),
             Err(message) => {
                 self.problem(format!("{section}.{key}"), message);
@@ -832,6 +842,19 @@ impl<'a> Reader<'a> {
 ///
 /// # Errors
 /// A message saying what is wrong with the text.
+/// The longest value each duration key takes. Far beyond any sensible setting,
+/// and small enough that no sum of them overflows time arithmetic anywhere.
+pub fn longest_duration(section: &str, key: &str) -> Duration {
+    const DAY: u64 = 86_400;
+    Duration::from_secs(match (section, key) {
+        ("keys", "clock_skew") => DAY,
+        ("keys", "jwks_max_age") => 7 * DAY,
+        ("keys", "max_token_lifetime") | ("issuer", "token_lifetime") => 366 * DAY,
+        ("store", "refresh_interval") => DAY,
+        _ => 3660 * DAY,
+    })
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let complain = || format!("{text:?} is not a duration (use e.g. 30s, 5m, 1h, 7d or 1h30m)");
     let mut rest = text.trim();
@@ -1052,6 +1075,51 @@ mod tests {
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
         assert_eq!(format_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn extreme_durations_are_config_errors_naming_the_key() {
+        let keys = [
+            ("keys", "max_token_lifetime"),
+            ("keys", "clock_skew"),
+            ("keys", "jwks_max_age"),
+            ("store", "refresh_interval"),
+            ("issuer", "token_lifetime"),
+        ];
+        for (section, key) in keys {
+            for extreme in [
+                "4294967295d",
+                "18446744073709551615s",
+                "99999999999999999999999ms",
+                "4294967295d4294967295d",
+            ] {
+                let err = parse(&format!("[{section}]\n{key} = \"{extreme}\"\n")).unwrap_err();
+                let text = err.to_string();
+                assert!(
+                    text.contains(&format!("{section}.{key}: \"{extreme}\"")),
+                    "{section}.{key} = {extreme}: {text}"
+                );
+            }
+            let just_over = longest_duration(section, key) + Duration::from_secs(1);
+            let err = parse(&format!(
+                "[{section}]\n{key} = \"{}\"\n",
+                format_duration(just_over)
+            ))
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("is longer than jwkd accepts here"),
+                "{err}"
+            );
+        }
+        // At the limits, everything the config derives stays computable.
+        let config = parse(
+            "[keys]\nrotation_schedule = \"@weekly\"\nmax_token_lifetime = \"366d\"\n\
+             clock_skew = \"1d\"\njwks_max_age = \"6d\"\n",
+        )
+        .unwrap();
+        let policy = config.keys.policy();
+        let far = chrono::Utc::now() + policy.lead + policy.retention + policy.skew;
+        assert!(far > chrono::Utc::now());
     }
 
     #[test]

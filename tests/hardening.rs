@@ -243,3 +243,36 @@ fn an_issuer_signs_only_what_it_may_claim() {
         assert!(audited.contains(field), "{field} missing from {audited}");
     }
 }
+
+#[test]
+fn extreme_durations_are_config_errors_not_panics() {
+    let keys = [
+        ("keys", "max_token_lifetime"),
+        ("keys", "clock_skew"),
+        ("keys", "jwks_max_age"),
+        ("store", "refresh_interval"),
+        ("issuer", "token_lifetime"),
+    ];
+    for (section, key) in keys {
+        for extreme in ["4294967295d", "18446744073709551615s", "3660d"] {
+            let config = format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n[store]\npath = \"keyset.json\"\n\
+                 [{section}]\n{key} = \"{extreme}\"\n"
+            )
+            .replace(
+                "[store]\npath = \"keyset.json\"\n[store]\n",
+                "[store]\npath = \"keyset.json\"\n",
+            );
+            let dir = TestDir::new(&config);
+            for verb in ["check-config", "serve"] {
+                let outcome = dir.run(verb, &[]);
+                outcome.assert_code(2);
+                assert!(
+                    outcome.stderr.contains(&format!("{section}.{key}"))
+                        && !outcome.stderr.contains("panicked"),
+                    "{verb} with {section}.{key} = {extreme}:\n{outcome}"
+                );
+            }
+        }
+    }
+}
