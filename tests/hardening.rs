@@ -276,3 +276,149 @@ fn extreme_durations_are_config_errors_not_panics() {
         }
     }
 }
+
+// ---- the file store against another local user ----
+
+/// Runs `cmd` as `nobody` (uid/gid 65534) with `setpriv`; needs root.
+fn as_nobody(cmd: &std::process::Command) -> std::process::Command {
+    let mut wrapped = std::process::Command::new("setpriv");
+    wrapped
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped.stdin(std::process::Stdio::null());
+    wrapped
+}
+
+fn require_root(what: &str) {
+    let me = std::fs::metadata("/proc/self")
+        .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta))
+        .unwrap_or(u32::MAX);
+    assert_eq!(
+        me, 0,
+        "{what} acts as another user with setpriv, which needs root; run the suite as root \
+         (CI does)"
+    );
+}
+
+fn chown(path: &std::path::Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|err| panic!("chown {}: {err}", path.display()));
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|err| panic!("chmod {}: {err}", path.display()));
+}
+
+#[test]
+fn a_planted_lock_symlink_is_not_followed() {
+    let dir = TestDir::new(&config());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("created-through-the-link");
+    std::os::unix::fs::symlink(&target, dir.path().join("keyset.json.lock")).unwrap();
+    let outcome = dir.run("rotate", &[]);
+    assert_ne!(outcome.code, Some(0), "{outcome}");
+    assert!(
+        outcome.stderr.contains("symbolic link") && outcome.stderr.contains("keyset.json.lock"),
+        "{outcome}"
+    );
+    assert!(!target.exists(), "the planted link was followed");
+    assert!(
+        dir.read_store().is_none(),
+        "a keyset was written without the lock"
+    );
+}
+
+#[test]
+fn a_store_another_user_could_change_is_refused() {
+    let dir = TestDir::new(&config());
+    dir.run("rotate", &[]).assert_code(0);
+    for (mode, says) in [
+        (0o777, "writable by others"),
+        (0o770, "writable by its group"),
+    ] {
+        chmod(dir.path(), mode);
+        let outcome = dir.run("keys", &[]);
+        outcome.assert_code(2);
+        assert!(
+            outcome.stderr.contains(says) && outcome.stderr.contains("chmod go-w"),
+            "mode {mode:o}: {outcome}"
+        );
+    }
+    chmod(dir.path(), 0o700);
+    chmod(&dir.store_path(), 0o666);
+    let outcome = dir.run("keys", &[]);
+    outcome.assert_code(2);
+    assert!(outcome.stderr.contains("keyset file"), "{outcome}");
+    chmod(&dir.store_path(), 0o600);
+    dir.run("keys", &[]).assert_code(0);
+
+    // A directory that belongs to another (non-root) user, read by a third one.
+    require_root("the ownership check");
+    chmod(dir.path(), 0o755);
+    chmod(&dir.config_path(), 0o644);
+    chmod(&dir.store_path(), 0o644);
+    chown(dir.path(), 1234, 1234);
+    let outcome = crate::util::run_cmd(
+        as_nobody(&dir.cmd("keys", &[])),
+        None,
+        crate::util::CMD_TIMEOUT,
+    );
+    outcome.assert_code(2);
+    assert!(outcome.stderr.contains("belongs to user 1234"), "{outcome}");
+}
+
+#[test]
+fn sudo_rotate_beside_the_service_keeps_its_ownership() {
+    require_root("`sudo jwkd rotate` beside the service");
+    let dir = TestDir::new(&config());
+    // The service's directory and keyset belong to its (dynamic) user.
+    chown(dir.path(), 65534, 65534);
+    chown(&dir.config_path(), 65534, 65534);
+    let as_service = |verb: &str, args: &[&str]| {
+        crate::util::run_cmd(
+            as_nobody(&dir.cmd(verb, args)),
+            None,
+            crate::util::CMD_TIMEOUT,
+        )
+    };
+    as_service("rotate", &[]).assert_code(0);
+    let next = dir
+        .keys()
+        .into_iter()
+        .find(|key| key.state == "next")
+        .expect("a next key")
+        .kid;
+    // Root writes: a revoke makes a new document (and a new key).
+    dir.run("revoke", &[&next]).assert_code(0);
+    for path in [dir.store_path(), dir.path().join("keyset.json.lock")] {
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            (
+                std::os::unix::fs::MetadataExt::uid(&meta),
+                std::os::unix::fs::MetadataExt::gid(&meta),
+                std::os::unix::fs::MetadataExt::mode(&meta) & 0o777
+            ),
+            (65534, 65534, 0o600),
+            "{} after a write by root",
+            path.display()
+        );
+    }
+    // The service can still read and write it.
+    as_service("keys", &[]).assert_code(0);
+    as_service("rotate", &[]).assert_code(0);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

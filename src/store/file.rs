@@ -7,6 +7,15 @@
 //! the new document, never a mix. The lock is what lets `jwkd rotate` run beside
 //! a daemon without losing a write.
 //!
+//! Against another local user: the directory and the document must not be
+//! writable by group or others, nor belong to another non-root user
+//! ([`FileStore::check_ownership`]), or the store refuses to read or write;
+//! the lock, temporary and backup files are opened without following symbolic
+//! links, the temporary file under an unpredictable name with exclusive
+//! creation. Run as root (`sudo jwkd rotate` beside the service), every file
+//! jwkd writes takes the owner, group and mode of the document it replaces (or
+//! the directory's owner), so the service can still read it.
+//!
 //! The store's clock is the file system's: each load also writes the lock file
 //! and reads back the modification time it got ([`FileStore::probe_clock`]). On a
 //! local disk that is this host's own clock; on a file system shared between
@@ -14,7 +23,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, backup_name, content_version};
@@ -61,7 +70,115 @@ impl FileStore {
         })
     }
 
+    /// Refuses a directory or document another user could change: writable by
+    /// group or others, or owned by a user other than this one or root (root
+    /// itself may use a service user's directory: it writes as that user).
+    fn check_ownership(&self) -> Result<(), StoreError> {
+        let refuse = |reason: String| StoreError::Unavailable {
+            location: self.path.display().to_string(),
+            reason,
+        };
+        let me = effective_uid();
+        let check = |what: &str, path: &Path, meta: &fs::Metadata| {
+            let mode = meta.mode() & 0o7777;
+            if mode & 0o022 != 0 {
+                return Err(refuse(format!(
+                    "the {what} {} is writable by {} (mode {mode:04o}): another user could \
+                     replace the keyset; run `chmod go-w {}`",
+                    path.display(),
+                    if mode & 0o002 != 0 {
+                        "others"
+                    } else {
+                        "its group"
+                    },
+                    path.display()
+                )));
+            }
+            if let Some(me) = me
+                && me != 0
+                && meta.uid() != me
+                && meta.uid() != 0
+            {
+                return Err(refuse(format!(
+                    "the {what} {} belongs to user {}, not to this user ({me}) or root: that \
+                     user could replace the keyset",
+                    path.display(),
+                    meta.uid()
+                )));
+            }
+            Ok(())
+        };
+        let dir = self.directory();
+        match fs::metadata(dir) {
+            Ok(meta) => check("store directory", dir, &meta)?,
+            Err(err) if err.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(self.unavailable("cannot inspect the store directory", err)),
+        }
+        match fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.file_type().is_symlink() => Err(refuse(format!(
+                "{} is a symbolic link: jwkd keeps the keyset in a file of its own",
+                self.path.display()
+            ))),
+            Ok(meta) => check("keyset file", &self.path, &meta),
+            Err(err) if err.kind() == ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(self.unavailable("cannot inspect", err)),
+        }
+    }
+
+    /// Who files jwkd creates belong to, and the mode the document gets: those
+    /// of the document it replaces, else the directory's owner and 0600.
+    fn file_owner(&self) -> (Option<(u32, u32)>, u32) {
+        match fs::metadata(&self.path) {
+            Ok(meta) => (Some((meta.uid(), meta.gid())), meta.mode() & 0o777),
+            Err(_) => (
+                fs::metadata(self.directory())
+                    .ok()
+                    .map(|meta| (meta.uid(), meta.gid())),
+                0o600,
+            ),
+        }
+    }
+
+    /// Creates (or, for the lock file, opens) `path` for writing without
+    /// following a symbolic link there; run as root, hands it to `owner`.
+    fn open_private(
+        &self,
+        path: &Path,
+        exclusive: bool,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> std::io::Result<File> {
+        let mut options = OpenOptions::new();
+        options
+            .write(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if exclusive {
+            options.create_new(true);
+        } else {
+            options.create(true).truncate(false);
+        }
+        let file = options.open(path).map_err(|err| {
+            if err.raw_os_error() == Some(libc::ELOOP) {
+                std::io::Error::other(format!(
+                    "{} is a symbolic link, which jwkd does not follow (another user may have \
+                     planted it)",
+                    path.display()
+                ))
+            } else {
+                err
+            }
+        })?;
+        if effective_uid() == Some(0)
+            && let Some((uid, gid)) = owner
+        {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        }
+        Ok(file)
+    }
+
     fn load_blocking(&self) -> Result<Snapshot, StoreError> {
+        self.check_ownership()?;
         let store_offset = self.probe_clock();
         match self.read()? {
             None => Ok(Snapshot {
@@ -105,12 +222,8 @@ impl FileStore {
     fn open_lock_file(&self) -> Result<File, StoreError> {
         let mut lock_path = self.path.clone().into_os_string();
         lock_path.push(".lock");
-        OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
+        let (owner, _) = self.file_owner();
+        self.open_private(Path::new(&lock_path), false, 0o600, owner)
             .map_err(|err| self.unavailable("cannot open the lock file", err))
     }
 
@@ -134,6 +247,7 @@ impl FileStore {
         base: Option<&Version>,
         keyset: &Keyset,
     ) -> Result<Version, StoreError> {
+        self.check_ownership()?;
         // Held until the end of this function: released when dropped.
         let _lock = self.lock()?;
         let stored = self.read()?;
@@ -162,12 +276,9 @@ impl FileStore {
         let path = self
             .directory()
             .join(format!("{file_name}.{}", backup_name()));
+        let (owner, _) = self.file_owner();
         let result = (|| {
-            let mut file = OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .mode(0o600)
-                .open(&path)?;
+            let mut file = self.open_private(&path, true, 0o600, owner)?;
             file.write_all(&document.bytes)?;
             file.sync_all()?;
             File::open(self.directory())?.sync_all()
@@ -185,14 +296,13 @@ impl FileStore {
             .file_name()
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_else(|| "keyset".into());
-        let temp_path = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+        // Unpredictable, and created exclusively: nothing can be planted there.
+        let temp_path = dir.join(format!(".{file_name}.tmp-{:016x}", rand::random::<u64>()));
+        let (owner, mode) = self.file_owner();
         let result = (|| {
-            let mut temp = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&temp_path)?;
+            let mut temp = self.open_private(&temp_path, true, 0o600, owner)?;
+            // The mode the replaced document had, exactly (not narrowed by the umask).
+            temp.set_permissions(fs::Permissions::from_mode(mode))?;
             temp.write_all(bytes)?;
             temp.sync_all()?;
             drop(temp);
@@ -205,6 +315,11 @@ impl FileStore {
         }
         Ok(())
     }
+}
+
+/// This process's effective user id: the owner of `/proc/self`.
+fn effective_uid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|meta| meta.uid())
 }
 
 #[async_trait::async_trait]
@@ -239,11 +354,14 @@ impl KeyStore for FileStore {
 
     async fn load_raw(&self) -> Result<Option<RawDocument>, StoreError> {
         let store = self.clone();
-        let read = tokio::task::spawn_blocking(move || store.read())
-            .await
-            .unwrap_or_else(|err| {
-                Err(self.unavailable("load task failed", std::io::Error::other(err)))
-            })?;
+        let read = tokio::task::spawn_blocking(move || {
+            store.check_ownership()?;
+            store.read()
+        })
+        .await
+        .unwrap_or_else(|err| {
+            Err(self.unavailable("load task failed", std::io::Error::other(err)))
+        })?;
         Ok(read.map(|(bytes, version)| RawDocument { bytes, version }))
     }
 
@@ -260,8 +378,6 @@ impl KeyStore for FileStore {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     #[tokio::test]
