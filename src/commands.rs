@@ -209,6 +209,7 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
         listener,
         tls.clone(),
         crate::http::public_routes(&api, private_listener.is_some(), with_credentials),
+        config.server.limits,
         shutdown.clone().cancelled_owned(),
     ));
     if let Some(private_listener) = private_listener {
@@ -220,6 +221,7 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
             private_listener,
             tls.clone(),
             crate::http::private_routes(&api),
+            config.server.limits,
             shutdown.clone().cancelled_owned(),
         ));
     }

@@ -144,6 +144,30 @@ pub struct ServerConfig {
     pub allow_plain_http: bool,
     /// Second listener for the issuer and admin endpoints.
     pub private_listen: Option<SocketAddr>,
+    /// What one peer can make the HTTP server hold.
+    pub limits: HttpLimits,
+}
+
+/// Limits on what peers can make the HTTP server hold (`[server]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// How long a client may take to send a request's headers; also how long an
+    /// idle keep-alive connection stays open. A slow-header peer is cut off then.
+    pub header_read_timeout: Duration,
+    /// The largest request header block, in bytes; over it the answer is `431`.
+    pub max_header_bytes: usize,
+    /// Connections served at once per listener; more wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -326,6 +350,9 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "tls_key",
             "allow_plain_http",
             "private_listen",
+            "header_read_timeout",
+            "max_header_bytes",
+            "max_connections",
         ],
     ),
     (
@@ -440,6 +467,32 @@ impl<'a> Reader<'a> {
                 self.problem(
                     format!("{section}.{key}"),
                     format!("expected a string, got {}", value.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(
+        &mut self,
+        section: &str,
+        key: &str,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Option<usize> {
+        let value = self.value(section, key)?;
+        let number = value
+            .as_integer()
+            .and_then(|number| usize::try_from(number).ok());
+        match number {
+            Some(number) if range.contains(&number) => Some(number),
+            _ => {
+                self.problem(
+                    format!("{section}.{key}"),
+                    format!(
+                        "expected a whole number from {} to {}, got {value}",
+                        range.start(),
+                        range.end()
+                    ),
                 );
                 None
             }
@@ -580,12 +633,30 @@ impl<'a> Reader<'a> {
             .raw("server", "allow_plain_http")
             .and_then(|_| self.bool("server", "allow_plain_http"))
             .unwrap_or(false);
+        let defaults = HttpLimits::default();
+        let header_read_timeout = self
+            .raw("server", "header_read_timeout")
+            .and_then(|_| self.duration("server", "header_read_timeout"));
+        if header_read_timeout.is_some_and(|timeout| timeout < Duration::from_secs(1)) {
+            self.problem("server.header_read_timeout", "must be at least 1s");
+        }
+        let max_header_bytes = self
+            .raw("server", "max_header_bytes")
+            .and_then(|_| self.integer("server", "max_header_bytes", 8192..=1024 * 1024));
+        let max_connections = self
+            .raw("server", "max_connections")
+            .and_then(|_| self.integer("server", "max_connections", 1..=1_000_000));
         Some(ServerConfig {
             listen: listen?,
             tls_cert: tls_cert.map(|p| base_dir.join(p)),
             tls_key: tls_key.map(|p| base_dir.join(p)),
             allow_plain_http,
             private_listen,
+            limits: HttpLimits {
+                header_read_timeout: header_read_timeout.unwrap_or(defaults.header_read_timeout),
+                max_header_bytes: max_header_bytes.unwrap_or(defaults.max_header_bytes),
+                max_connections: max_connections.unwrap_or(defaults.max_connections),
+            },
         })
     }
 
@@ -851,6 +922,7 @@ pub fn longest_duration(section: &str, key: &str) -> Duration {
         ("keys", "jwks_max_age") => 7 * DAY,
         ("keys", "max_token_lifetime") | ("issuer", "token_lifetime") => 366 * DAY,
         ("store", "refresh_interval") => DAY,
+        ("server", "header_read_timeout") => 300,
         _ => 3660 * DAY,
     })
 }
@@ -1120,6 +1192,36 @@ mod tests {
         let policy = config.keys.policy();
         let far = chrono::Utc::now() + policy.lead + policy.retention + policy.skew;
         assert!(far > chrono::Utc::now());
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_bounds() {
+        let config = parse("").unwrap();
+        assert_eq!(config.server.limits, HttpLimits::default());
+        let config = parse(
+            "[server]\nheader_read_timeout = \"30s\"\nmax_header_bytes = 65536\nmax_connections = 10\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.server.limits,
+            HttpLimits {
+                header_read_timeout: Duration::from_secs(30),
+                max_header_bytes: 65536,
+                max_connections: 10,
+            }
+        );
+        let err = parse(
+            "[server]\nheader_read_timeout = \"0s\"\nmax_header_bytes = 100\nmax_connections = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "server.header_read_timeout: must be at least 1s",
+            "server.max_header_bytes: expected a whole number from 8192 to 1048576, got 100",
+            "server.max_connections: expected a whole number from 1 to 1000000, got 0",
+        ] {
+            assert!(err.contains(expected), "{expected} missing from {err}");
+        }
     }
 
     #[test]

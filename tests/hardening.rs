@@ -422,3 +422,125 @@ fn sudo_rotate_beside_the_service_keeps_its_ownership() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+// ---- HTTP limits ----
+
+fn limited_config(extra_server: &str) -> String {
+    config().replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        &format!("listen = \"127.0.0.1:0\"\n{extra_server}\n"),
+        1,
+    )
+}
+
+/// Reads until the peer closes; `true` if it closed (EOF or reset) before `limit`.
+fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buffer = [0u8; 1024];
+    while Instant::now() < deadline {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn slow_headers_are_cut_off_and_huge_headers_refused() {
+    const SLOW: usize = 200;
+    let dir = TestDir::new(&limited_config("header_read_timeout = \"2s\""));
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+
+    // Many connections that send half a header, then a byte now and then.
+    let opened = Instant::now();
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut stream = TcpStream::connect(daemon.addr()).expect("connect");
+            stream
+                .write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: jwkd\r\nX-Slow: ")
+                .expect("send half a header");
+            stream
+        })
+        .collect();
+    let dripper = {
+        let mut streams: Vec<TcpStream> = slow.iter().map(|s| s.try_clone().unwrap()).collect();
+        thread::spawn(move || {
+            for _ in 0..10 {
+                thread::sleep(Duration::from_millis(500));
+                for stream in &mut streams {
+                    let _ = stream.write_all(b"a");
+                }
+            }
+        })
+    };
+    // Meanwhile the daemon serves others.
+    assert_eq!(daemon.get("/.well-known/jwks.json").status, 200);
+    let still_open = slow
+        .iter_mut()
+        .map(|stream| closed_within(stream, Duration::from_secs(10)))
+        .filter(|closed| !closed)
+        .count();
+    let held = opened.elapsed();
+    let _ = dripper.join();
+    println!(
+        "{SLOW} slow-header connections (a byte every 500 ms) with header_read_timeout 2s: \
+         all but {still_open} closed after {held:?}"
+    );
+    assert_eq!(still_open, 0, "slow-header connections were kept open");
+
+    // A 300 KB header block: 431, not 200.
+    let huge = "a".repeat(300 * 1024);
+    let response = daemon.request(
+        "GET",
+        "/.well-known/jwks.json",
+        &[("X-Huge", huge.as_str())],
+        b"",
+    );
+    assert_eq!(response.status, 431, "{}", response.status);
+    // Just under the limit is served.
+    let big = "a".repeat(8 * 1024);
+    assert_eq!(
+        daemon
+            .request(
+                "GET",
+                "/.well-known/jwks.json",
+                &[("X-Big", big.as_str())],
+                b""
+            )
+            .status,
+        200
+    );
+}
+
+#[test]
+fn connections_beyond_the_cap_wait_their_turn() {
+    let dir = TestDir::new(&limited_config(
+        "header_read_timeout = \"2s\"\nmax_connections = 4",
+    ));
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    // Four idle connections take every slot until the header timeout frees them.
+    let held_at = Instant::now();
+    let _idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(daemon.addr()).expect("connect"))
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let asked = Instant::now();
+    let response = daemon.get("/healthz");
+    let waited = asked.elapsed();
+    println!("with max_connections 4 all held, a fifth request waited {waited:?}");
+    assert_eq!(response.status, 200);
+    assert!(
+        held_at.elapsed() >= Duration::from_secs(2) && waited >= Duration::from_millis(1500),
+        "the fifth connection was served while the cap was full (after {waited:?})"
+    );
+}

@@ -4,19 +4,26 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
+
+use crate::config::HttpLimits;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,20 +105,138 @@ impl Tls {
     }
 }
 
+/// Fails the first read if no byte has come by the deadline. hyper's header read
+/// timeout starts once it knows the protocol, and telling HTTP/1 from HTTP/2
+/// reads first: without this, a connection that never sends a byte would hold
+/// its slot forever.
+struct FirstByteDeadline<S> {
+    inner: S,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> FirstByteDeadline<S> {
+    fn new(inner: S, within: Duration) -> Self {
+        FirstByteDeadline {
+            inner,
+            deadline: Some(Box::pin(tokio::time::sleep(within))),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.deadline = None;
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .deadline
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "no request within the header read timeout",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// HTTP/2 streams one connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// The connection builder with `limits` applied: the header read timeout (which
+/// also closes idle keep-alive connections), the header size (`431` beyond it),
+/// and HTTP/2's stream and header-list bounds. hyper's HTTP/2 keeps its defaults
+/// against the rapid-reset pattern (pending-accept and locally-errored resets).
+fn connection_builder(limits: HttpLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Some(limits.header_read_timeout * 6))
+        .keep_alive_timeout(limits.header_read_timeout * 2);
+    builder
+}
+
 /// Serves `filter` on `listener` (through `tls` when given) until `shutdown`
 /// resolves; then stops accepting and waits for the connections in flight.
+/// At most `limits.max_connections` connections are served at once; the next
+/// is accepted when one ends.
 pub async fn serve<F>(
     listener: TcpListener,
     tls: Option<Arc<Tls>>,
     filter: F,
+    limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) where
     F: crate::http::Served,
 {
     let service = warp::service(filter);
     let graceful = GracefulShutdown::new();
+    let builder = Arc::new(connection_builder(limits));
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            // Never closed: acquiring cannot fail.
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -128,11 +253,14 @@ pub async fn serve<F>(
         let service = service.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
+        let builder = Arc::clone(&builder);
         tokio::spawn(async move {
+            // Held while the connection lives.
+            let _permit = permit;
             let service = hyper_util::service::TowerToHyperService::new(service);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match tls {
                 None => {
+                    let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await
@@ -152,6 +280,7 @@ pub async fn serve<F>(
                                 return;
                             }
                         };
+                    let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await
