@@ -414,7 +414,7 @@ impl Rotator {
                 }
                 Err(err) => {
                     self.shared.metrics.rotation_failures.inc();
-                    self.record_failure(&err.to_string());
+                    self.record_failure(&err.to_string(), public_reason(&err));
                     // Keep the last good keyset: never publish what was not stored.
                     self.snapshot = Some(snapshot);
                 }
@@ -455,7 +455,7 @@ impl Rotator {
                 true
             }
             Err(err) => {
-                self.record_failure(&err.to_string());
+                self.record_failure(&err.to_string(), store_reason(&err));
                 false
             }
         }
@@ -466,6 +466,7 @@ impl Rotator {
         self.shared.store_status.store(Arc::new(StoreStatus {
             last_success: Some(self.clock.now()),
             last_error: None,
+            public_error: None,
         }));
     }
 
@@ -478,7 +479,7 @@ impl Rotator {
         self.shared.metrics.rotations.inc_by(made as u64);
     }
 
-    fn record_failure(&mut self, error: &str) {
+    fn record_failure(&mut self, error: &str, public: &'static str) {
         self.shared.metrics.store_errors.inc();
         // Never wait longer than a healthy replica waits between reads, so that every
         // replica notices a recovered store within the refresh interval.
@@ -493,6 +494,7 @@ impl Rotator {
         self.shared.store_status.store(Arc::new(StoreStatus {
             last_success: previous.last_success,
             last_error: Some(error.to_owned()),
+            public_error: Some(public),
         }));
     }
 
@@ -647,7 +649,7 @@ impl Rotator {
             Err(err) => {
                 match &err {
                     OperationError::Store(store_error) => {
-                        self.record_failure(&store_error.to_string());
+                        self.record_failure(&store_error.to_string(), store_reason(store_error));
                     }
                     OperationError::Clock(skew) => {
                         self.clock_disagrees(skew.clone());
@@ -694,6 +696,24 @@ impl Rotator {
             self.report_status();
         }
         tracing::debug!("rotator stopped");
+    }
+}
+
+/// What `/readyz` says about a failed store operation.
+fn store_reason(err: &StoreError) -> &'static str {
+    match err {
+        StoreError::Corrupt { .. } => "the stored keyset cannot be read",
+        StoreError::Unavailable { .. } | StoreError::Conflict { .. } => {
+            "the keyset store is unavailable"
+        }
+    }
+}
+
+/// What `/readyz` says about a failed keyset write.
+fn public_reason(err: &OperationError) -> &'static str {
+    match err {
+        OperationError::Store(err) => store_reason(err),
+        _ => "the last keyset write failed",
     }
 }
 

@@ -92,8 +92,12 @@ impl KeysetView {
 pub struct StoreStatus {
     /// When a read or write last succeeded.
     pub last_success: Option<DateTime<Utc>>,
-    /// The last failure, if the most recent operation failed.
+    /// The last failure, if the most recent operation failed: the whole error,
+    /// for the log and the rotator.
     pub last_error: Option<String>,
+    /// The same failure for anyone who can reach `/readyz`: which check failed,
+    /// without the store's location or the backend's error text.
+    pub public_error: Option<&'static str>,
 }
 
 /// State shared by the rotator (the only writer) and the HTTP handlers (readers).
@@ -145,8 +149,8 @@ impl Shared {
         // The store's health first: during an outage it is the cause of whatever
         // else is missing, and the reason an operator needs.
         let status = self.store_status.load();
-        if let Some(error) = &status.last_error {
-            return Err(format!("last store operation failed: {error}"));
+        if let Some(error) = status.public_error {
+            return Err(format!("{error} (the log says why)"));
         }
         if let Some(skew) = &view.clock.skew {
             return Err(skew.to_string());

@@ -167,6 +167,13 @@ fn damaged_store_under_a_running_daemon_is_reported_and_never_replaced() {
         panic!("expected /readyz to answer 503 once the store cannot be read; last answer:\n{last}")
     });
     not_ready.assert_json_error(503);
+    // It names the failed check, not the file or the parser's words.
+    let reason = not_ready.text();
+    assert!(
+        reason.contains("the stored keyset cannot be read")
+            && !reason.contains(&dir.store_path().display().to_string()),
+        "{reason}"
+    );
 
     // Keep serving the last good keyset; never "repair" the file.
     let still_served = daemon.jwks_kids(true);
