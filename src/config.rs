@@ -574,6 +574,9 @@ impl<'a> Reader<'a> {
         let store = self.read_store(base_dir);
         let issuer = self.read_issuer(keys.as_ref());
         let clients = self.read_clients(keys.as_ref());
+        if let (Some(keys), Some(store)) = (&keys, &store) {
+            self.check_keyset_size(keys, store);
+        }
         if !clients.is_empty() {
             if issuer
                 .as_ref()
@@ -658,6 +661,41 @@ impl<'a> Reader<'a> {
                 max_connections: max_connections.unwrap_or(defaults.max_connections),
             },
         })
+    }
+
+    /// Refuses a configuration whose keyset, at steady state, would not fit: a
+    /// JWKS of more than [`MAX_JWKS_KEYS`] keys, or on Secrets Manager a
+    /// document over the secret size limit.
+    fn check_keyset_size(&mut self, keys: &KeysConfig, store: &StoreConfig) {
+        let Some(size) = KeysetSize::of(keys) else {
+            return;
+        };
+        if size.published > MAX_JWKS_KEYS {
+            self.problem(
+                "keys.max_token_lifetime",
+                format!(
+                    "at steady state the JWKS would hold {} keys ({}), more than the {MAX_JWKS_KEYS} \
+                     that some consumers accept (AWS IAM OIDC federation): rotate less often or \
+                     shorten max_token_lifetime",
+                    size.published, size.per_family
+                ),
+            );
+        }
+        if let Backend::AwsSecretsManager { .. } = store.backend
+            && size.stored_bytes > crate::store::aws::MAX_SECRET_BYTES
+        {
+            self.problem(
+                "store.backend",
+                format!(
+                    "at steady state the keyset document would be about {} bytes ({}), more than \
+                     the {} a Secrets Manager secret holds: rotate less often, shorten \
+                     max_token_lifetime, set x5c = false or use fewer or smaller key families",
+                    size.stored_bytes,
+                    size.per_family,
+                    crate::store::aws::MAX_SECRET_BYTES
+                ),
+            );
+        }
     }
 
     fn read_keys(&mut self) -> Option<KeysConfig> {
@@ -913,6 +951,76 @@ impl<'a> Reader<'a> {
 ///
 /// # Errors
 /// A message saying what is wrong with the text.
+/// The most keys a JWKS may hold: AWS IAM's OIDC federation, among others,
+/// refuses a larger set.
+pub const MAX_JWKS_KEYS: usize = 100;
+
+/// How large a keyset a configuration keeps at steady state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeysetSize {
+    /// Keys in the JWKS: per family, current, next and the retired ones
+    /// still in their retention.
+    pub published: usize,
+    /// The stored document, with one revoked and one expired key per family
+    /// waiting for the next write.
+    pub stored_bytes: usize,
+    /// "ES256: 3 keys of ~1350 bytes; ..." for messages.
+    pub per_family: String,
+}
+
+impl KeysetSize {
+    /// The steady-state size for `keys`; `None` if the schedule has no gap.
+    pub fn of(keys: &KeysConfig) -> Option<KeysetSize> {
+        let gap = keys
+            .rotation_schedule
+            .shortest_gap(Utc::now())?
+            .to_std()
+            .ok()?;
+        let retention = keys.max_token_lifetime + keys.clock_skew;
+        let retired = usize::try_from(retention.as_millis().div_ceil(gap.as_millis().max(1)))
+            .unwrap_or(usize::MAX);
+        let per_family_published = retired.saturating_add(2);
+        let mut published = 0usize;
+        let mut stored_bytes = DOCUMENT_OVERHEAD_BYTES;
+        let mut per_family = Vec::new();
+        for alg in &keys.algorithms {
+            let record = stored_key_bytes(*alg, keys.x5c);
+            published = published.saturating_add(per_family_published);
+            stored_bytes = stored_bytes.saturating_add(
+                per_family_published
+                    .saturating_add(2)
+                    .saturating_mul(record),
+            );
+            per_family.push(format!(
+                "{alg}: {per_family_published} keys of ~{record} bytes"
+            ));
+        }
+        Some(KeysetSize {
+            published,
+            stored_bytes,
+            per_family: per_family.join("; "),
+        })
+    }
+}
+
+/// The document's own bytes around the keys.
+const DOCUMENT_OVERHEAD_BYTES: usize = 64;
+
+/// An upper bound of one stored key's bytes (measured, with a margin; a test
+/// checks the bound against real keys).
+pub fn stored_key_bytes(alg: Algorithm, x5c: bool) -> usize {
+    match (alg, x5c) {
+        (Algorithm::Es256, false) => 640,
+        (Algorithm::Es256, true) => 1350,
+        (Algorithm::Es384, false) => 720,
+        (Algorithm::Es384, true) => 1520,
+        (Algorithm::EdDsa, false) => 520,
+        (Algorithm::EdDsa, true) => 1130,
+        (Algorithm::Rs256, false) => 2240,
+        (Algorithm::Rs256, true) => 3520,
+    }
+}
+
 /// The longest value each duration key takes. Far beyond any sensible setting,
 /// and small enough that no sum of them overflows time arithmetic anywhere.
 pub fn longest_duration(section: &str, key: &str) -> Duration {
@@ -1053,7 +1161,8 @@ mod tests {
         .unwrap_err();
         expect_test::expect![[r#"
             config /etc/jwkd/test.toml: keys.rotation_schedule: rotations only 2s apart are shorter than jwks_max_age + clock_skew = 5s: the next key could not be published long enough before it signs
-            config /etc/jwkd/test.toml: issuer.token_lifetime: 2h is longer than keys.max_token_lifetime = 1h"#]]
+            config /etc/jwkd/test.toml: issuer.token_lifetime: 2h is longer than keys.max_token_lifetime = 1h
+            config /etc/jwkd/test.toml: keys.max_token_lifetime: at steady state the JWKS would hold 1802 keys (ES256: 1802 keys of ~1350 bytes), more than the 100 that some consumers accept (AWS IAM OIDC federation): rotate less often or shorten max_token_lifetime"#]]
         .assert_eq(&err.to_string());
     }
 
@@ -1222,6 +1331,68 @@ mod tests {
         ] {
             assert!(err.contains(expected), "{expected} missing from {err}");
         }
+    }
+
+    #[test]
+    fn stored_key_sizes_are_upper_bounds_of_real_keys() {
+        use crate::timeline::KeyMaker;
+        let now = chrono::Utc::now();
+        for alg in Algorithm::ALL {
+            for x5c in [false, true] {
+                let mut maker = crate::keyset::Generator {
+                    x5c,
+                    clock_skew: chrono::Duration::minutes(1),
+                };
+                let mut key = maker
+                    .make(alg, now, now, now + chrono::Duration::days(400))
+                    .unwrap();
+                key.deactivates_at = Some(now);
+                key.expires_at = Some(now);
+                key.revoked_at = Some(now);
+                let one = crate::keyset::Keyset {
+                    keys: vec![key.clone()],
+                };
+                let two = crate::keyset::Keyset {
+                    keys: vec![key.clone(), key],
+                };
+                let real = two.to_document().len() - one.to_document().len();
+                let bound = stored_key_bytes(alg, x5c);
+                assert!(
+                    real <= bound && bound <= real + real / 5,
+                    "{alg} x5c={x5c}: real {real}, bound {bound}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_keyset_that_would_not_fit_is_refused() {
+        // Hourly RS256 keys kept for a year: thousands of keys.
+        let err = parse(
+            "[keys]\nalgorithms = [\"RS256\"]\nrotation_schedule = \"@hourly\"\nmax_token_lifetime = \"366d\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("keys.max_token_lifetime: at steady state the JWKS would hold 8787 keys"),
+            "{err}"
+        );
+        // Within 100 keys, but too large for a secret.
+        let err = parse(
+            "[keys]\nalgorithms = [\"RS256\", \"ES384\"]\nrotation_schedule = \"@hourly\"\nmax_token_lifetime = \"12h\"\n\
+             [store]\nbackend = \"aws-secrets-manager\"\nsecret_id = \"s\"\nregion = \"us-east-1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("store.backend: at steady state the keyset document would be about"),
+            "{err}"
+        );
+        assert!(!err.contains("JWKS would hold"), "{err}");
+        // The defaults are far from both.
+        let size = KeysetSize::of(&parse("").unwrap().keys).unwrap();
+        assert_eq!(size.published, 3);
+        assert!(size.stored_bytes < 8 * 1024, "{size:?}");
     }
 
     #[test]

@@ -197,7 +197,8 @@ fn accepted_cases() -> Vec<(&'static str, String)> {
             edit(&[
                 (SCHEDULE, r#"rotation_schedule = "@hourly""#),
                 (MAX_AGE, r#"jwks_max_age = "5m""#),
-                (MAX_LIFETIME, r#"max_token_lifetime = "7d""#),
+                // 2d of hourly keys: 50 in the JWKS, under the 100 allowed.
+                (MAX_LIFETIME, r#"max_token_lifetime = "2d""#),
                 (TOKEN_LIFETIME, r#"token_lifetime = "1h""#),
             ]),
         ),
