@@ -146,7 +146,14 @@ pub struct ServerConfig {
     pub private_listen: Option<SocketAddr>,
     /// What one peer can make the HTTP server hold.
     pub limits: HttpLimits,
+    /// Full client credential checks allowed per source address per minute.
+    pub auth_checks_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` names the source of a request.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
+
+/// Full credential checks a source address may ask for per minute, by default.
+pub const DEFAULT_AUTH_CHECKS_PER_MINUTE: u32 = 30;
 
 /// Limits on what peers can make the HTTP server hold (`[server]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,6 +360,8 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "header_read_timeout",
             "max_header_bytes",
             "max_connections",
+            "auth_checks_per_minute",
+            "trusted_proxies",
         ],
     ),
     (
@@ -649,6 +658,24 @@ impl<'a> Reader<'a> {
         let max_connections = self
             .raw("server", "max_connections")
             .and_then(|_| self.integer("server", "max_connections", 1..=1_000_000));
+        let auth_checks_per_minute = self
+            .raw("server", "auth_checks_per_minute")
+            .and_then(|_| self.integer("server", "auth_checks_per_minute", 1..=100_000))
+            .and_then(|number| u32::try_from(number).ok())
+            .unwrap_or(DEFAULT_AUTH_CHECKS_PER_MINUTE);
+        let mut trusted_proxies = Vec::new();
+        for text in self.strings(
+            "server.trusted_proxies",
+            self.raw("server", "trusted_proxies"),
+        ) {
+            match text.parse::<std::net::IpAddr>() {
+                Ok(address) => trusted_proxies.push(address),
+                Err(_) => self.problem(
+                    "server.trusted_proxies",
+                    format!("{text:?} is not an IP address (list each proxy's address)"),
+                ),
+            }
+        }
         Some(ServerConfig {
             listen: listen?,
             tls_cert: tls_cert.map(|p| base_dir.join(p)),
@@ -660,6 +687,8 @@ impl<'a> Reader<'a> {
                 max_header_bytes: max_header_bytes.unwrap_or(defaults.max_header_bytes),
                 max_connections: max_connections.unwrap_or(defaults.max_connections),
             },
+            auth_checks_per_minute,
+            trusted_proxies,
         })
     }
 

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// Tokens signed by `/oauth2/token` and `/v1/sign`.
     pub tokens_issued: Counter,
+    /// Credential checks refused because their source's allowance was spent.
+    pub auth_throttled: Counter,
     http_requests: Family<RequestLabels, Counter>,
 }
 
@@ -67,6 +69,7 @@ impl Metrics {
         let rotation_failures = Counter::default();
         let store_errors = Counter::default();
         let tokens_issued = Counter::default();
+        let auth_throttled = Counter::default();
         let http_requests = Family::<RequestLabels, Counter>::default();
         let clock_offset = Gauge::<f64, AtomicU64>::default();
         let clock_skew_exceeded = Gauge::default();
@@ -99,6 +102,11 @@ impl Metrics {
         );
         registry.register("tokens_issued", "Tokens signed", tokens_issued.clone());
         registry.register(
+            "auth_throttled",
+            "Client authentications refused with 429: their source's allowance of checks was spent",
+            auth_throttled.clone(),
+        );
+        registry.register(
             "http_requests",
             "HTTP requests by route and status",
             http_requests.clone(),
@@ -113,6 +121,7 @@ impl Metrics {
             rotation_failures,
             store_errors,
             tokens_issued,
+            auth_throttled,
             http_requests,
         }
     }

@@ -113,6 +113,8 @@ pub struct Shared {
     pub auth: ArcSwap<Authenticator>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The per-source allowance of full credential checks (kept across reloads).
+    pub throttle: crate::http::throttle::Throttle,
 }
 
 impl Shared {
@@ -121,6 +123,10 @@ impl Shared {
     /// # Errors
     /// When the authenticator cannot be set up (no randomness).
     pub fn new(config: Config) -> Result<Shared, String> {
+        let throttle = crate::http::throttle::Throttle::new(
+            std::num::NonZeroU32::new(config.server.auth_checks_per_minute)
+                .unwrap_or(std::num::NonZeroU32::MIN),
+        );
         Ok(Shared {
             view: ArcSwap::from_pointee(KeysetView {
                 keyset: Arc::new(Keyset::default()),
@@ -132,6 +138,7 @@ impl Shared {
             auth: ArcSwap::from_pointee(Authenticator::new(&config.clients)?),
             config: ArcSwap::from_pointee(config),
             metrics: Metrics::new(),
+            throttle,
         })
     }
 

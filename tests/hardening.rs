@@ -95,7 +95,9 @@ fn flood_request(addr: SocketAddr, n: usize, wait: bool) -> Option<String> {
 fn a_flood_of_credential_checks_is_bounded_work() {
     const FLOOD: usize = 3000;
     const THREADS: usize = 8;
-    let dir = TestDir::new(&config());
+    // The queue is what this attacks: the per-source throttle (its own test) is
+    // set out of the way, as it would be for a flood from many addresses.
+    let dir = TestDir::new(&limited_config("auth_checks_per_minute = 100000"));
     let daemon = dir.serve();
     daemon.wait_ready(Duration::from_secs(20));
     let legit = basic("orders", "orders-secret");
@@ -543,4 +545,115 @@ fn connections_beyond_the_cap_wait_their_turn() {
         held_at.elapsed() >= Duration::from_secs(2) && waited >= Duration::from_millis(1500),
         "the fifth connection was served while the cap was full (after {waited:?})"
     );
+}
+
+// ---- throttling of failed authentication ----
+
+/// A token request from the local address `from` (any 127.x.y.z is a distinct
+/// source on loopback): the status and `Retry-After`.
+fn token_from(
+    daemon: &Daemon,
+    from: &str,
+    authorization: &str,
+    forwarded_for: Option<&str>,
+) -> (u16, Option<String>) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .local_address(from.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap();
+        let mut request = client
+            .post(format!("http://{}/oauth2/token", daemon.addr()))
+            .header("Authorization", authorization)
+            .header(FORM.0, FORM.1)
+            .body("grant_type=client_credentials");
+        if let Some(forwarded_for) = forwarded_for {
+            request = request.header("X-Forwarded-For", forwarded_for);
+        }
+        let response = request.send().await.expect("token request");
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap_or_default().to_owned());
+        (response.status().as_u16(), retry_after)
+    })
+}
+
+#[test]
+fn failed_authentication_is_throttled_per_source() {
+    let dir = TestDir::new(&limited_config(
+        "auth_checks_per_minute = 5\ntrusted_proxies = [\"127.0.0.3\"]",
+    ));
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let legit = basic("orders", "orders-secret");
+    let wrong = basic("orders", "guess");
+    // The real client's first check takes one of 127.0.0.1's five.
+    assert_eq!(token_from(&daemon, "127.0.0.1", &legit, None).0, 200);
+    let answers: Vec<(u16, Option<String>)> = (0..12)
+        .map(|_| token_from(&daemon, "127.0.0.1", &wrong, None))
+        .collect();
+    let refused = answers.iter().filter(|(status, _)| *status == 401).count();
+    let throttled: Vec<&Option<String>> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .map(|(_, retry_after)| retry_after)
+        .collect();
+    println!(
+        "12 wrong secrets from one address with auth_checks_per_minute = 5: {refused} x 401, \
+         {} x 429 (Retry-After {:?})",
+        throttled.len(),
+        throttled.first()
+    );
+    assert_eq!((refused, throttled.len()), (4, 8), "{answers:?}");
+    assert!(
+        throttled.iter().all(|retry_after| retry_after
+            .as_deref()
+            .and_then(|seconds| seconds.parse::<u64>().ok())
+            .is_some_and(|seconds| (1..=60).contains(&seconds))),
+        "{answers:?}"
+    );
+    // The real client, remembered, is never locked out, not even from that address.
+    assert_eq!(token_from(&daemon, "127.0.0.1", &legit, None).0, 200);
+    // Another address has its own allowance.
+    assert_eq!(token_from(&daemon, "127.0.0.2", &wrong, None).0, 401);
+    // A forwarded address counts only behind a trusted proxy...
+    for _ in 0..5 {
+        assert_eq!(
+            token_from(&daemon, "127.0.0.3", &wrong, Some("203.0.113.9")).0,
+            401
+        );
+    }
+    assert_eq!(
+        token_from(&daemon, "127.0.0.3", &wrong, Some("203.0.113.9")).0,
+        429
+    );
+    assert_eq!(
+        token_from(&daemon, "127.0.0.3", &wrong, Some("203.0.113.10")).0,
+        401
+    );
+    // ...and is ignored from anyone else: 127.0.0.1 is still spent.
+    assert_eq!(
+        token_from(&daemon, "127.0.0.1", &wrong, Some("198.51.100.1")).0,
+        429
+    );
+    let metrics = daemon.get("/metrics").text();
+    let counted = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("jwkd_auth_throttled_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok())
+        .unwrap_or_default();
+    assert_eq!(counted, 10, "{metrics}");
+    let log = daemon.stderr_text();
+    let lines = log
+        .lines()
+        .filter(|line| {
+            line.contains("throttling client authentication") && line.contains("127.0.0.1")
+        })
+        .count();
+    assert_eq!(lines, 1, "logged once a minute per source:\n{log}");
 }

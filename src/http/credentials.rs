@@ -73,18 +73,49 @@ pub fn invalid_client(description: &str) -> ApiError {
     )
 }
 
-/// Authenticates presented credentials; one answer for unknown clients and wrong secrets.
+/// Authenticates presented credentials; one answer for unknown clients and wrong
+/// secrets. A secret remembered from an earlier check is accepted at once; any
+/// other check takes one from the source's allowance first ([`super::throttle`]).
 ///
 /// # Errors
-/// `invalid_client` (401).
+/// `invalid_client` (401); 429 when the source's allowance is spent; 503 when
+/// the queue of checks is full.
 pub async fn authenticate(
     shared: &Arc<Shared>,
     presented: Option<Presented>,
+    request: &super::RequestAuth,
 ) -> Result<Arc<ClientConfig>, ApiError> {
     let Some(presented) = presented else {
         return Err(invalid_client("client authentication is required"));
     };
     let auth = shared.auth.load_full();
+    if let Some(client) = auth.remembered(&presented.client_id, &presented.secret) {
+        return Ok(client);
+    }
+    let config = shared.config.load();
+    if let Some(source) = super::throttle::source(
+        request.peer,
+        request.forwarded_for.as_deref(),
+        &config.server.trusted_proxies,
+    ) && let Err(wait) = shared.throttle.take(source)
+    {
+        shared.metrics.auth_throttled.inc();
+        if shared.throttle.should_log(source) {
+            tracing::warn!(
+                client = %presented.client_id,
+                %source,
+                per_minute = config.server.auth_checks_per_minute,
+                "throttling client authentication from this source (logged once a minute)"
+            );
+        }
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!("too many client authentications from {source}; retry in {seconds} s"),
+        )
+        .with_header("retry-after", seconds.to_string()));
+    }
     auth.authenticate(&presented.client_id, &presented.secret)
         .await
         .map_err(|busy| {
@@ -104,11 +135,11 @@ pub async fn authenticate(
 /// 401 without valid credentials, 403 without the role.
 pub async fn authorize(
     shared: &Arc<Shared>,
-    header: Option<String>,
+    request: super::RequestAuth,
     role: Role,
 ) -> Result<Arc<ClientConfig>, ApiError> {
-    let presented = from_header(header.as_deref(), true)?;
-    let client = authenticate(shared, presented).await?;
+    let presented = from_header(request.authorization.as_deref(), true)?;
+    let client = authenticate(shared, presented, &request).await?;
     if !client.roles.contains(&role) {
         let name = match role {
             Role::Issuer => "issuer",

@@ -15,7 +15,7 @@ pub struct ApiError {
     /// Human-readable text; never contains secrets or internal causes.
     pub description: String,
     /// Extra response headers, such as `WWW-Authenticate`.
-    pub headers: Vec<(&'static str, &'static str)>,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -36,8 +36,8 @@ impl ApiError {
     }
 
     /// Adds a response header.
-    pub fn with_header(mut self, name: &'static str, value: &'static str) -> ApiError {
-        self.headers.push((name, value));
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
         self
     }
 
@@ -99,7 +99,9 @@ impl Reply for ApiError {
             warp::http::HeaderValue::from_static("no-store"),
         );
         for (name, value) in self.headers {
-            headers.insert(name, warp::http::HeaderValue::from_static(value));
+            if let Ok(value) = warp::http::HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
         }
         response
     }

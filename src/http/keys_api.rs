@@ -57,9 +57,9 @@ fn signing_key(key: &KeyRecord) -> Result<Value, ApiError> {
 /// 401/403, or 503 when the family has no current key.
 pub async fn signing_keys(
     shared: Arc<Shared>,
-    authorization: Option<String>,
+    request: super::RequestAuth,
 ) -> Result<warp::reply::Response, ApiError> {
-    let client = credentials::authorize(&shared, authorization, Role::Issuer).await?;
+    let client = credentials::authorize(&shared, request, Role::Issuer).await?;
     let view = shared.view.load();
     let now = view.time_at(Utc::now());
     let current = timeline::current_at(&view.keyset, client.algorithm, now)
@@ -85,10 +85,10 @@ pub async fn signing_keys(
 /// `iss` the client may not claim; 503 without a key.
 pub async fn sign(
     shared: Arc<Shared>,
-    authorization: Option<String>,
+    request: super::RequestAuth,
     body: Bytes,
 ) -> Result<warp::reply::Response, ApiError> {
-    let client = credentials::authorize(&shared, authorization, Role::Issuer).await?;
+    let client = credentials::authorize(&shared, request, Role::Issuer).await?;
     let mut claims: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(claims)) => claims,
         Ok(_) => {
@@ -196,10 +196,10 @@ pub enum AdminAction {
 pub async fn admin(
     shared: Arc<Shared>,
     events: mpsc::Sender<Event>,
-    authorization: Option<String>,
+    request: super::RequestAuth,
     action: AdminAction,
 ) -> Result<warp::reply::Response, ApiError> {
-    let client = credentials::authorize(&shared, authorization, Role::Admin).await?;
+    let client = credentials::authorize(&shared, request, Role::Admin).await?;
     let (reply, answer) = oneshot::channel();
     let (event, what) = match action {
         AdminAction::Rotate => (Event::RotateNow(reply), "rotate".to_owned()),

@@ -12,6 +12,7 @@ mod jwks;
 mod keys_api;
 mod ops;
 pub mod server;
+pub mod throttle;
 mod token;
 
 use std::convert::Infallible;
@@ -50,8 +51,27 @@ fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::get().or(warp::head()).unify()
 }
 
-fn authorization() -> impl Filter<Extract = (Option<String>,), Error = warp::Rejection> + Clone {
+/// What a request brings for client authentication: its `Authorization`
+/// header, and where it comes from (for throttling).
+#[derive(Clone, Debug, Default)]
+pub struct RequestAuth {
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
+    /// The connection's peer.
+    pub peer: Option<throttle::PeerAddr>,
+    /// `X-Forwarded-For`, believed only from a trusted proxy.
+    pub forwarded_for: Option<String>,
+}
+
+fn authorization() -> impl Filter<Extract = (RequestAuth,), Error = warp::Rejection> + Clone {
     warp::header::optional::<String>("authorization")
+        .and(warp::ext::optional::<throttle::PeerAddr>())
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .map(|authorization, peer, forwarded_for| RequestAuth {
+            authorization,
+            peer,
+            forwarded_for,
+        })
 }
 
 fn body() -> impl Filter<Extract = (bytes::Bytes,), Error = warp::Rejection> + Clone {

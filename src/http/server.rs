@@ -23,6 +23,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
+use super::throttle::PeerAddr;
 use crate::config::HttpLimits;
 
 /// How long a client may take to finish the TLS handshake.
@@ -186,6 +187,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<S> {
     }
 }
 
+/// Puts the connection's peer into each request's extensions, where the
+/// credential endpoints find it ([`PeerAddr`]) for throttling.
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: std::net::SocketAddr,
+}
+
+impl<S, B> tower_service::Service<http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        request.extensions_mut().insert(PeerAddr(self.peer));
+        self.inner.call(request)
+    }
+}
+
 /// HTTP/2 streams one connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 64;
 
@@ -237,7 +264,7 @@ pub async fn serve<F>(
             },
             () = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -257,7 +284,10 @@ pub async fn serve<F>(
         tokio::spawn(async move {
             // Held while the connection lives.
             let _permit = permit;
-            let service = hyper_util::service::TowerToHyperService::new(service);
+            let service = hyper_util::service::TowerToHyperService::new(WithPeer {
+                inner: service,
+                peer,
+            });
             let result = match tls {
                 None => {
                     let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);

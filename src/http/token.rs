@@ -52,7 +52,7 @@ fn param<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
 /// RFC 6749 §5.2 errors.
 pub async fn token(
     shared: Arc<Shared>,
-    authorization: Option<String>,
+    request: super::RequestAuth,
     content_type: Option<String>,
     body: Bytes,
 ) -> Result<warp::reply::Response, ApiError> {
@@ -81,7 +81,7 @@ pub async fn token(
             ));
         }
     }
-    let from_header = credentials::from_header(authorization.as_deref(), false)?;
+    let from_header = credentials::from_header(request.authorization.as_deref(), false)?;
     let in_form = param(&params, "client_id").is_some() || params.contains_key("client_secret");
     let presented = match (from_header, in_form) {
         (Some(_), true) => {
@@ -102,7 +102,7 @@ pub async fn token(
         }),
         (None, false) => None,
     };
-    let client = credentials::authenticate(&shared, presented).await?;
+    let client = credentials::authenticate(&shared, presented, &request).await?;
 
     let audience = match param(&params, "audience") {
         Some(audience) if client.audiences.iter().any(|allowed| allowed == audience) => {

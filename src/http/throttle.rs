@@ -1,0 +1,174 @@
+//! Throttling of full credential checks per source address.
+//!
+//! Every credential check that is not the remembered fast path costs an Argon2
+//! hash and gives a guesser one try, so each source address gets an allowance
+//! of them per minute ([`Throttle::take`]); beyond it the answer is `429` with
+//! `Retry-After`, before anything is hashed. A client whose secret is
+//! remembered is never throttled, so a guesser cannot lock the real client out,
+//! from its own addresses or any other. IPv6 sources count per /64, the block
+//! one host usually holds.
+//!
+//! The source is the socket's peer, or, when the peer is a configured trusted
+//! proxy, the right-most `X-Forwarded-For` address that is not one.
+
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+/// The peer of a connection, put into each request's extensions by the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The per-source allowance of full credential checks.
+pub struct Throttle {
+    checks: DefaultKeyedRateLimiter<IpAddr>,
+    logs: DefaultKeyedRateLimiter<IpAddr>,
+    clock: DefaultClock,
+    taken: AtomicU64,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("sources", &self.checks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often the state of sources that went quiet is dropped (in checks).
+const TRIM_EVERY: u64 = 1024;
+
+impl Throttle {
+    /// `per_minute` full checks per source, all of which may come at once.
+    pub fn new(per_minute: NonZeroU32) -> Throttle {
+        Throttle {
+            checks: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            logs: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
+            clock: DefaultClock::default(),
+            taken: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one full check from `source`'s allowance.
+    ///
+    /// # Errors
+    /// How long until the source may try again, when the allowance is spent.
+    pub fn take(&self, source: IpAddr) -> Result<(), Duration> {
+        if self.taken.fetch_add(1, Ordering::Relaxed) % TRIM_EVERY == TRIM_EVERY - 1 {
+            self.checks.retain_recent();
+            self.logs.retain_recent();
+        }
+        self.checks
+            .check_key(&bucket(source))
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Whether to log a throttled source now: at most once a minute each.
+    pub fn should_log(&self, source: IpAddr) -> bool {
+        self.logs.check_key(&bucket(source)).is_ok()
+    }
+}
+
+/// The key a source counts under: the address, or its /64 for IPv6.
+fn bucket(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let segments = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(
+                    segments[0],
+                    segments[1],
+                    segments[2],
+                    segments[3],
+                    0,
+                    0,
+                    0,
+                    0,
+                ))
+            }
+        },
+    }
+}
+
+/// The source of a request: the peer, or behind a trusted proxy the
+/// right-most forwarded address that is not a trusted proxy itself.
+pub fn source(
+    peer: Option<PeerAddr>,
+    forwarded_for: Option<&str>,
+    trusted_proxies: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = peer?.0.ip();
+    if !trusted_proxies.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = forwarded_for.and_then(|header| {
+        header
+            .rsplit(',')
+            .map(str::trim)
+            .map(|entry| entry.parse::<IpAddr>().ok())
+            .take_while(Option::is_some)
+            .flatten()
+            .find(|address| !trusted_proxies.contains(address))
+    });
+    Some(forwarded.unwrap_or(peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_has_its_own_allowance_and_ipv6_counts_per_64() {
+        let throttle = Throttle::new(NonZeroU32::new(3).unwrap());
+        let one: IpAddr = "192.0.2.1".parse().unwrap();
+        let two: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            throttle.take(one).unwrap();
+        }
+        let wait = throttle.take(one).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(10) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        throttle.take(two).unwrap();
+        let host_a: IpAddr = "2001:db8:1:2::a".parse().unwrap();
+        let host_b: IpAddr = "2001:db8:1:2:ffff::b".parse().unwrap();
+        for _ in 0..3 {
+            throttle.take(host_a).unwrap();
+        }
+        assert!(throttle.take(host_b).is_err(), "one /64 is one source");
+        assert!(throttle.should_log(one));
+        assert!(!throttle.should_log(one));
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        let proxy: IpAddr = "10.0.0.5".parse().unwrap();
+        let peer = |ip: IpAddr| Some(PeerAddr(SocketAddr::new(ip, 4000)));
+        let client: IpAddr = "203.0.113.7".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        // Not from a trusted proxy: the header is the peer's word, ignored.
+        assert_eq!(
+            source(peer(stranger), Some("203.0.113.7"), &[proxy]),
+            Some(stranger)
+        );
+        // From the proxy: the right-most address the proxy did not add itself.
+        assert_eq!(
+            source(
+                peer(proxy),
+                Some("1.2.3.4, 203.0.113.7, 10.0.0.5"),
+                &[proxy]
+            ),
+            Some(client)
+        );
+        // A garbled header: the proxy is the source.
+        assert_eq!(source(peer(proxy), Some("nonsense"), &[proxy]), Some(proxy));
+        assert_eq!(source(None, None, &[]), None);
+    }
+}
