@@ -14,35 +14,94 @@ use std::sync::{Arc, Mutex};
 use crate::config::ClientConfig;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 
-/// Hashes a client secret for the config file.
+/// The shortest client secret `jwkd hash-secret` takes.
+pub const MIN_SECRET_CHARS: usize = 8;
+
+/// Argon2id costs below OWASP's minimum (memory in KiB, at that many passes)
+/// are refused: 46 MiB x 1, 19 MiB x 2, 12 MiB x 3, 9 MiB x 4, 7 MiB x 5.
+const OWASP_MINIMUM: [(u32, u32); 5] = [
+    (47_104, 1),
+    (19_456, 2),
+    (12_288, 3),
+    (9_216, 4),
+    (7_168, 5),
+];
+
+/// The most memory (KiB) and passes a configured hash may ask for: more would
+/// let one config line make every check hold gigabytes or take seconds.
+const MAX_M_COST: u32 = 256 * 1024;
+const MAX_T_COST: u32 = 10;
+
+/// Hashes a client secret for the config file (Argon2id, 19 MiB, 2 passes).
 ///
 /// # Errors
-/// When the secret is empty or the hasher fails.
+/// When the secret is shorter than [`MIN_SECRET_CHARS`] or the hasher fails.
 pub fn hash_secret(secret: &str) -> Result<String, String> {
-    if secret.is_empty() {
-        return Err("the secret is empty".into());
+    if secret.chars().count() < MIN_SECRET_CHARS {
+        return Err(format!(
+            "the secret is {} characters long; a client secret needs at least {MIN_SECRET_CHARS} \
+             (`jwkd hash-secret --generate` makes a strong one)",
+            secret.chars().count()
+        ));
     }
+    hash_with(secret, &Argon2::default())
+}
+
+/// A new random secret of 256 bits, in an alphabet that needs no encoding in
+/// HTTP Basic or a form body (base64url), and its hash.
+///
+/// # Errors
+/// When there is no randomness or the hasher fails.
+pub fn generate_secret() -> Result<(zeroize::Zeroizing<String>, String), String> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::fill(bytes.as_mut()).map_err(|_| "cannot draw a random secret".to_owned())?;
+    let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()));
+    let hash = hash_with(&secret, &Argon2::default())?;
+    Ok((secret, hash))
+}
+
+fn hash_with(secret: &str, argon: &Argon2<'_>) -> Result<String, String> {
     let mut salt_bytes = [0u8; 16];
     aws_lc_rs::rand::fill(&mut salt_bytes).map_err(|_| "cannot draw a random salt".to_owned())?;
     let salt = SaltString::encode_b64(&salt_bytes)
         .map_err(|err| format!("cannot encode the salt: {err}"))?;
-    Argon2::default()
+    argon
         .hash_password(secret.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|err| format!("cannot hash the secret: {err}"))
 }
 
-/// Checks that `hash` is an Argon2 PHC string, for config validation.
+/// Checks that `hash` is an Argon2id PHC string with at least OWASP's minimum
+/// cost and at most [`MAX_M_COST`] KiB and [`MAX_T_COST`] passes, for config
+/// validation.
 ///
 /// # Errors
 /// A message saying what is wrong, without repeating the value.
 pub fn check_hash_format(hash: &str) -> Result<(), String> {
     let parsed = PasswordHash::new(hash)
         .map_err(|_| "is not a PHC hash string (make one with `jwkd hash-secret`)".to_owned())?;
-    if !parsed.algorithm.as_str().starts_with("argon2") {
+    if parsed.algorithm.as_str() != "argon2id" {
         return Err(format!(
             "uses {}, expected argon2id (make one with `jwkd hash-secret`)",
             parsed.algorithm
+        ));
+    }
+    let params = argon2::Params::try_from(&parsed)
+        .map_err(|err| format!("has unusable Argon2 parameters: {err}"))?;
+    let (m_cost, t_cost) = (params.m_cost(), params.t_cost());
+    if !OWASP_MINIMUM
+        .iter()
+        .any(|&(memory, passes)| m_cost >= memory && t_cost >= passes)
+    {
+        return Err(format!(
+            "costs m={m_cost} KiB, t={t_cost}: below OWASP's minimum for Argon2id (e.g. m=19456, \
+             t=2); make a new one with `jwkd hash-secret`"
+        ));
+    }
+    if m_cost > MAX_M_COST || t_cost > MAX_T_COST {
+        return Err(format!(
+            "costs m={m_cost} KiB, t={t_cost}: more than jwkd checks (at most m={MAX_M_COST}, \
+             t={MAX_T_COST}); make a new one with `jwkd hash-secret`"
         ));
     }
     Ok(())
@@ -239,7 +298,16 @@ impl Authenticator {
         let mut dummy_secret = [0u8; 32];
         aws_lc_rs::rand::fill(&mut dummy_secret)
             .map_err(|_| "cannot draw a random secret".to_owned())?;
-        let dummy_hash = hash_secret(&URL_SAFE_NO_PAD.encode(dummy_secret))?;
+        // An unknown client costs what a known one costs: the dummy hash has the
+        // parameters of the configured hashes (the first client's), else the default.
+        let argon = clients
+            .first()
+            .and_then(|client| PasswordHash::new(&client.secret_hash).ok())
+            .and_then(|parsed| argon2::Params::try_from(&parsed).ok())
+            .map_or_else(Argon2::default, |params| {
+                Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            });
+        let dummy_hash = hash_with(&URL_SAFE_NO_PAD.encode(dummy_secret), &argon)?;
         let counts = Arc::new(Counts::default());
         Ok(Authenticator {
             clients: clients
@@ -349,7 +417,8 @@ mod tests {
     fn client(id: &str, secret: &str) -> ClientConfig {
         ClientConfig {
             id: id.into(),
-            secret_hash: hash_secret(secret).unwrap(),
+            // Short test secrets: the length rule is `hash-secret`'s, not the hash's.
+            secret_hash: hash_with(secret, &Argon2::default()).unwrap(),
             audiences: vec!["api".into()],
             scopes: vec![],
             roles: Default::default(),
@@ -473,6 +542,61 @@ mod tests {
         assert!(!verify_secret("wrong horse", &hash));
         assert!(check_hash_format(&hash).is_ok());
         assert!(check_hash_format("correct horse").is_err());
-        assert!(hash_secret("").is_err());
+        let short = hash_secret("short").unwrap_err();
+        assert!(
+            short.contains("at least 8") && short.contains("--generate"),
+            "{short}"
+        );
+        let (secret, hash) = generate_secret().unwrap();
+        assert_eq!(secret.len(), 43);
+        assert!(
+            secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert!(verify_secret(&secret, &hash));
+        // Weak or foreign hashes are refused by the config check.
+        let weak = hash_with(
+            "correct horse",
+            &Argon2::new(
+                argon2::Algorithm::Argon2id,
+                argon2::Version::V0x13,
+                argon2::Params::new(4096, 1, 1, None).unwrap(),
+            ),
+        )
+        .unwrap();
+        assert!(
+            check_hash_format(&weak)
+                .unwrap_err()
+                .contains("below OWASP's minimum")
+        );
+        let argon2i = hash_with(
+            "correct horse",
+            &Argon2::new(
+                argon2::Algorithm::Argon2i,
+                argon2::Version::V0x13,
+                argon2::Params::default(),
+            ),
+        )
+        .unwrap();
+        assert!(
+            check_hash_format(&argon2i)
+                .unwrap_err()
+                .contains("expected argon2id")
+        );
+        let huge = hash_with(
+            "correct horse",
+            &Argon2::new(
+                argon2::Algorithm::Argon2id,
+                argon2::Version::V0x13,
+                argon2::Params::new(19_456, 11, 1, None).unwrap(),
+            ),
+        )
+        .unwrap();
+        assert!(
+            check_hash_format(&huge)
+                .unwrap_err()
+                .contains("more than jwkd checks")
+        );
     }
 }

@@ -57,8 +57,14 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Read a client secret on stdin and print the hash to put in the config.
-    HashSecret,
+    /// Read a client secret on stdin and print the hash to put in the config;
+    /// with --generate, make a new random secret and print it and its hash.
+    HashSecret {
+        /// Make a new 256-bit secret (base64url: safe in Basic and form bodies)
+        /// instead of reading one: prints `secret: ...` and `secret_hash: ...`.
+        #[arg(long)]
+        generate: bool,
+    },
     /// Verify a token against a JWKS with jwkd-client; print its claims as JSON.
     Verify {
         /// The JWK Set URL (https, or http on loopback).

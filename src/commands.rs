@@ -50,7 +50,7 @@ pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
         Command::Repair { config, dry_run } => {
             repair(&load_config(env, config.config.as_deref())?, dry_run).await
         }
-        Command::HashSecret => hash_secret(),
+        Command::HashSecret { generate } => hash_secret(generate),
         Command::Verify {
             jwks,
             issuer,
@@ -473,7 +473,13 @@ async fn change(config: &Config, operation: Operation) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn hash_secret() -> anyhow::Result<()> {
+fn hash_secret(generate: bool) -> anyhow::Result<()> {
+    if generate {
+        let (secret, hash) = crate::auth::generate_secret().map_err(anyhow::Error::msg)?;
+        println!("secret: {}", secret.as_str());
+        println!("secret_hash: {hash}");
+        return Ok(());
+    }
     let mut secret = String::new();
     std::io::stdin()
         .read_to_string(&mut secret)

@@ -1197,7 +1197,7 @@ mod tests {
 
     #[test]
     fn clients_are_checked() {
-        let hash = crate::auth::hash_secret("s3cret").unwrap();
+        let hash = crate::auth::hash_secret("s3cret-pw").unwrap();
         let text = format!(
             r#"
             [issuer]
@@ -1236,7 +1236,7 @@ mod tests {
 
     #[test]
     fn credentials_over_plain_http_off_loopback_are_refused() {
-        let hash = crate::auth::hash_secret("s3cret").unwrap();
+        let hash = crate::auth::hash_secret("s3cret-pw").unwrap();
         let text = |extra: &str| {
             format!(
                 r#"
@@ -1265,7 +1265,7 @@ mod tests {
 
     #[test]
     fn clients_need_an_issuer() {
-        let hash = crate::auth::hash_secret("s3cret").unwrap();
+        let hash = crate::auth::hash_secret("s3cret-pw").unwrap();
         let err = parse(&format!(
             "[[clients]]\nid = \"a\"\nsecret_hash = \"{hash}\"\n"
         ))

@@ -3,6 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use base64::Engine as _;
 use chrono::{DateTime, Days, NaiveTime, TimeDelta, Utc};
 
 use crate::util::{
@@ -226,6 +227,56 @@ fn hash_secret_reads_stdin_and_prints_a_salted_hash() {
     );
     let dir = TestDir::new(&config);
     dir.run("check-config", &[]).assert_code(0);
+}
+
+#[test]
+fn hash_secret_refuses_weak_secrets_and_generates_strong_ones() {
+    let mut cmd = jwkd();
+    cmd.arg("hash-secret");
+    let weak = run_cmd(cmd, Some(b"short\n"), util::CMD_TIMEOUT);
+    weak.assert_code(1);
+    assert!(
+        weak.stderr.contains("at least 8") && weak.stderr.contains("--generate"),
+        "{weak}"
+    );
+    let mut cmd = jwkd();
+    cmd.args(["hash-secret", "--generate"]);
+    let made = run_cmd(cmd, None, util::CMD_TIMEOUT);
+    made.assert_code(0);
+    let field = |name: &str| {
+        made.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in\n{made}"))
+            .to_owned()
+    };
+    let (secret, hash) = (field("secret: "), field("secret_hash: "));
+    assert!(
+        secret.len() >= 43
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "a 256-bit secret that needs no encoding in Basic or a form: {secret:?}"
+    );
+    // The pair works: the hash goes in the config, the secret gets a token.
+    let config = format!(
+        "{SLOW_CONFIG}\n[issuer]\nissuer = \"https://issuer.test\"\n\n\
+         [[clients]]\nid = \"orders\"\nsecret_hash = {hash:?}\naudiences = [\"payments\"]\n"
+    );
+    let dir = TestDir::new(&config);
+    let daemon = dir.serve();
+    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("orders:{secret}"));
+    let response = daemon.request(
+        "POST",
+        "/oauth2/token",
+        &[
+            ("Authorization", &format!("Basic {basic}")),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"grant_type=client_credentials",
+    );
+    assert_eq!(response.status, 200, "{response}");
 }
 
 #[test]

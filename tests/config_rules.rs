@@ -50,7 +50,7 @@ fn client(id: &str, secret_hash: &str) -> String {
 }
 
 fn rejected_cases() -> Vec<Case> {
-    let secret_hash = hash_secret("s3cret");
+    let secret_hash = hash_secret("s3cret-pw");
     let case = |name, config, expect: &[&'static str]| Case {
         name,
         config,

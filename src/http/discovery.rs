@@ -30,13 +30,6 @@ pub fn document(shared: &Arc<Shared>) -> Result<warp::reply::Response, ApiError>
         .iter()
         .map(|alg| alg.name())
         .collect();
-    let mut scopes: Vec<&str> = config
-        .clients
-        .iter()
-        .flat_map(|client| client.scopes.iter().map(String::as_str))
-        .collect();
-    scopes.sort_unstable();
-    scopes.dedup();
     let body = json!({
         "issuer": issuer,
         "jwks_uri": format!("{base}/.well-known/jwks.json"),
@@ -47,7 +40,7 @@ pub fn document(shared: &Arc<Shared>) -> Result<warp::reply::Response, ApiError>
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "id_token_signing_alg_values_supported": algorithms,
         "access_token_signing_alg_values_supported": algorithms,
-        "scopes_supported": scopes,
+        // No scopes_supported: the scopes granted to clients are nobody else's business.
         "claims_supported": ["iss", "sub", "client_id", "aud", "iat", "nbf", "exp", "jti", "scope"],
     });
     let mut response = warp::reply::json(&body).into_response();
