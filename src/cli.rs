@@ -42,7 +42,9 @@ pub enum Command {
     Rotate(ConfigArg),
     /// Emergency: withdraw a key from the JWKS at once.
     Revoke {
-        /// The key to withdraw.
+        /// The key to withdraw. A kid may start with `-` (base64url), so it is
+        /// never taken for an option.
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         /// The config.
         #[command(flatten)]
@@ -88,4 +90,29 @@ pub enum Command {
 fn parse_algorithm(name: &str) -> Result<jwkd_client::Algorithm, String> {
     name.parse::<jwkd_client::Algorithm>()
         .map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_kid_that_starts_with_a_hyphen_is_a_kid() {
+        let kid = "-R0ne1IO5C45PPKpXm3kCaXU6t-1TVX8J7cIfVkymyg";
+        let cli = Cli::try_parse_from(["jwkd", "revoke", kid, "--config", "x.toml"]).unwrap();
+        match cli.command {
+            Command::Revoke {
+                kid: parsed,
+                config,
+            } => {
+                assert_eq!(parsed, kid);
+                assert_eq!(config.config, Some(PathBuf::from("x.toml")));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["jwkd", "revoke", "--config", "x.toml", kid]).unwrap();
+        assert!(matches!(cli.command, Command::Revoke { kid: parsed, .. } if parsed == kid));
+    }
 }
