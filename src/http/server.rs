@@ -6,6 +6,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,7 +14,6 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -106,93 +106,80 @@ impl Tls {
     }
 }
 
-/// Fails the first read if no byte has come by the deadline. hyper's header read
-/// timeout starts once it knows the protocol, and telling HTTP/1 from HTTP/2
-/// reads first: without this, a connection that never sends a byte would hold
-/// its slot forever.
-struct FirstByteDeadline<S> {
-    inner: S,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+/// What a connection is doing, for its watchdog ([`idle_too_long`]): how many
+/// requests are in flight, and since when (after it opened) it has had none.
+///
+/// This replaces hyper's header read timeout, which re-arms a timer for every
+/// request (about 15% of JWKS throughput); the watchdog sleeps once per
+/// timeout per connection instead. It also covers what hyper's timer misses:
+/// a connection that never sends a byte (hyper-util reads to tell HTTP/1 from
+/// HTTP/2 before any timeout runs) and idle HTTP/2 connections.
+struct Activity {
+    opened: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    idle_since_ms: AtomicU64,
 }
 
-impl<S> FirstByteDeadline<S> {
-    fn new(inner: S, within: Duration) -> Self {
-        FirstByteDeadline {
-            inner,
-            deadline: Some(Box::pin(tokio::time::sleep(within))),
+impl Activity {
+    fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            opened: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn finished(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let idle_since = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.idle_since_ms.store(idle_since, Ordering::Release);
         }
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for FirstByteDeadline<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(result) => {
-                if buf.filled().len() > before {
-                    this.deadline = None;
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                let expired = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if expired {
-                    Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "no request within the header read timeout",
-                    )))
-                } else {
-                    Poll::Pending
-                }
-            }
-        }
+/// Counts a request in flight for as long as its response future lives.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(activity))
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for FirstByteDeadline<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finished();
     }
+}
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+/// Resolves once the connection has had no request in flight for `timeout`:
+/// it is silent, idle between requests, or stuck sending a request's headers
+/// (a request counts from the moment its headers are complete).
+async fn idle_too_long(activity: &Activity, timeout: Duration) {
+    loop {
+        let deadline = if activity.in_flight.load(Ordering::Acquire) > 0 {
+            tokio::time::Instant::now() + timeout
+        } else {
+            let idle_since = Duration::from_millis(activity.idle_since_ms.load(Ordering::Acquire));
+            let deadline = activity.opened + idle_since + timeout;
+            if deadline <= tokio::time::Instant::now() {
+                return;
+            }
+            deadline
+        };
+        tokio::time::sleep_until(deadline).await;
     }
 }
 
 /// Puts the connection's peer into each request's extensions, where the
 /// credential endpoints find it ([`PeerAddr`]) for throttling.
+/// It also counts the requests in flight for the connection's watchdog.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
     peer: std::net::SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl<S, B> tower_service::Service<http::Request<B>> for WithPeer<S>
@@ -201,31 +188,55 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Tracked<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        request.extensions_mut().insert(PeerAddr(self.peer));
-        self.inner.call(request)
+        // Only requests that may carry credentials need the peer (extensions
+        // allocate): the JWKS hot path stays as it was.
+        if request.method() == http::Method::POST
+            || request.headers().contains_key(http::header::AUTHORIZATION)
+        {
+            request.extensions_mut().insert(PeerAddr(self.peer));
+        }
+        Tracked {
+            in_flight: InFlight::start(&self.activity),
+            response: Box::pin(self.inner.call(request)),
+        }
+    }
+}
+
+/// A response future that counts as in flight until it is done or dropped.
+struct Tracked<F> {
+    response: Pin<Box<F>>,
+    #[allow(dead_code)] // Held for its `Drop`.
+    in_flight: InFlight,
+}
+
+impl<F: Future> Future for Tracked<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.response.as_mut().poll(cx)
     }
 }
 
 /// HTTP/2 streams one connection may have open at once.
 const MAX_CONCURRENT_STREAMS: u32 = 64;
 
-/// The connection builder with `limits` applied: the header read timeout (which
-/// also closes idle keep-alive connections), the header size (`431` beyond it),
-/// and HTTP/2's stream and header-list bounds. hyper's HTTP/2 keeps its defaults
-/// against the rapid-reset pattern (pending-accept and locally-errored resets).
+/// The connection builder with `limits` applied: the header size (`431`
+/// beyond it), and HTTP/2's stream and header-list bounds. hyper's HTTP/2 keeps
+/// its defaults against the rapid-reset pattern (pending-accept and
+/// locally-errored resets). The header read timeout is the watchdog's
+/// ([`idle_too_long`]), not hyper's: hyper's own is off.
 fn connection_builder(limits: HttpLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes);
     builder
         .http2()
@@ -284,16 +295,21 @@ pub async fn serve<F>(
         tokio::spawn(async move {
             // Held while the connection lives.
             let _permit = permit;
+            let activity = Activity::new();
             let service = hyper_util::service::TowerToHyperService::new(WithPeer {
                 inner: service,
                 peer,
+                activity: Arc::clone(&activity),
             });
+            let timeout = limits.header_read_timeout;
             let result = match tls {
                 None => {
-                    let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let connection =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    tokio::select! {
+                        result = connection => result,
+                        () = idle_too_long(&activity, timeout) => return,
+                    }
                 }
                 Some(tls) => {
                     let stream =
@@ -310,10 +326,12 @@ pub async fn serve<F>(
                                 return;
                             }
                         };
-                    let stream = FirstByteDeadline::new(stream, limits.header_read_timeout);
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
+                    let connection =
+                        watcher.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    tokio::select! {
+                        result = connection => result,
+                        () = idle_too_long(&activity, timeout) => return,
+                    }
                 }
             };
             if let Err(err) = result {
