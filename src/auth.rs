@@ -556,43 +556,24 @@ mod tests {
         );
         assert!(verify_secret(&secret, &hash));
         // Weak or foreign hashes are refused by the config check.
-        let weak = hash_with(
-            "correct horse",
-            &Argon2::new(
-                argon2::Algorithm::Argon2id,
-                argon2::Version::V0x13,
-                argon2::Params::new(4096, 1, 1, None).unwrap(),
-            ),
-        )
-        .unwrap();
+        let hashed = |algorithm, m_cost, t_cost| {
+            let params = argon2::Params::new(m_cost, t_cost, 1, None).unwrap();
+            let argon = Argon2::new(algorithm, argon2::Version::V0x13, params);
+            hash_with("correct horse", &argon).unwrap()
+        };
+        let weak = hashed(argon2::Algorithm::Argon2id, 4096, 1);
         assert!(
             check_hash_format(&weak)
                 .unwrap_err()
                 .contains("below OWASP's minimum")
         );
-        let argon2i = hash_with(
-            "correct horse",
-            &Argon2::new(
-                argon2::Algorithm::Argon2i,
-                argon2::Version::V0x13,
-                argon2::Params::default(),
-            ),
-        )
-        .unwrap();
+        let argon2i = hashed(argon2::Algorithm::Argon2i, 19_456, 2);
         assert!(
             check_hash_format(&argon2i)
                 .unwrap_err()
                 .contains("expected argon2id")
         );
-        let huge = hash_with(
-            "correct horse",
-            &Argon2::new(
-                argon2::Algorithm::Argon2id,
-                argon2::Version::V0x13,
-                argon2::Params::new(19_456, 11, 1, None).unwrap(),
-            ),
-        )
-        .unwrap();
+        let huge = hashed(argon2::Algorithm::Argon2id, 19_456, 11);
         assert!(
             check_hash_format(&huge)
                 .unwrap_err()
