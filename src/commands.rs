@@ -82,12 +82,15 @@ async fn verify(
         .build()
         .with_context(|| format!("cannot use the JWKS URL {jwks_url}"))?;
     let mut builder = jwkd_client::Verifier::builder(jwks);
-    if let Some(issuer) = issuer {
-        builder = builder.issuer(issuer);
-    }
-    if let Some(audience) = audience {
-        builder = builder.audience(audience);
-    }
+    // A command-line check: what is not asked for is not checked.
+    builder = match issuer {
+        Some(issuer) => builder.issuer(issuer),
+        None => builder.any_issuer(),
+    };
+    builder = match audience {
+        Some(audience) => builder.audience(audience),
+        None => builder.without_audience(),
+    };
     if !algorithms.is_empty() {
         builder = builder.algorithms(algorithms);
     }

@@ -455,7 +455,9 @@ impl RemoteJwks {
                 coord.missed.clear();
             }
         }
-        coord.missed.insert(kid.into(), now + options.cooldown);
+        coord
+            .missed
+            .insert(kid.into(), crate::later(now, options.cooldown));
     }
 }
 
@@ -656,12 +658,12 @@ async fn refresher(shared: Arc<Shared>) {
                 failures = 0;
                 // Refresh ahead of expiry, at 65-85 % of the lifetime, so that replicas
                 // started together do not fetch together.
-                now + ttl.mul_f64(0.65 + 0.2 * fetch::random_unit())
+                crate::later(now, ttl.mul_f64(0.65 + 0.2 * fetch::random_unit()))
             }
             Err(err) => {
                 failures = failures.saturating_add(1);
                 tracing::warn!(source = ?shared.source, failures, "JWKS refresh failed: {err}");
-                now + shared.backoff(failures)
+                crate::later(now, shared.backoff(failures))
             }
         };
         shared.progress.send_modify(|progress| {
@@ -733,8 +735,11 @@ impl Shared {
         match &outcome {
             Ok(ttl) => {
                 next.validated_at = Some(now);
-                next.fresh_until = Some(now + *ttl);
-                next.usable_until = Some(now + *ttl + self.options.max_stale);
+                next.fresh_until = Some(crate::later(now, *ttl));
+                next.usable_until = Some(crate::later(
+                    now,
+                    ttl.saturating_add(self.options.max_stale),
+                ));
                 next.last_error = None;
             }
             Err(err) => next.last_error = Some(err.clone()),

@@ -113,6 +113,33 @@
 
 #[cfg(any(feature = "warp", feature = "tower"))]
 mod challenge;
+
+/// `now + by`, saturating: durations from servers (`expires_in`, `max-age`) and
+/// from options can be as large as a `u64` of seconds, which `Instant + Duration`
+/// would panic on. Anything beyond a century is a century.
+pub(crate) fn later<I: Instant>(now: I, by: std::time::Duration) -> I {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+    now.checked_add(by.min(CENTURY))
+        .or_else(|| now.checked_add(std::time::Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
+/// std's and tokio's `Instant`, for [`later`].
+pub(crate) trait Instant: Copy {
+    fn checked_add(self, by: std::time::Duration) -> Option<Self>;
+}
+
+impl Instant for std::time::Instant {
+    fn checked_add(self, by: std::time::Duration) -> Option<Self> {
+        std::time::Instant::checked_add(&self, by)
+    }
+}
+
+impl Instant for tokio::time::Instant {
+    fn checked_add(self, by: std::time::Duration) -> Option<Self> {
+        tokio::time::Instant::checked_add(&self, by)
+    }
+}
 pub mod error;
 mod fetch;
 pub mod jwk;

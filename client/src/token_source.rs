@@ -275,9 +275,9 @@ impl Inner {
         Ok(AccessToken {
             token: body.access_token.into(),
             scope: body.scope,
-            expires_at: sent_at + lifetime,
-            renew_at: sent_at + lifetime.mul_f64(0.75),
-            usable_until: sent_at + lifetime - margin,
+            expires_at: crate::later(sent_at, lifetime),
+            renew_at: crate::later(sent_at, lifetime.mul_f64(0.75)),
+            usable_until: crate::later(sent_at, lifetime - margin),
         })
     }
 }

@@ -13,7 +13,10 @@
 //! struct Claims { sub: String }
 //!
 //! let jwks = RemoteJwks::builder("https://auth.internal.example/.well-known/jwks.json").build()?;
-//! let verifier = Verifier::builder(jwks).audience("payments").build()?;
+//! let verifier = Verifier::builder(jwks)
+//!     .issuer("https://auth.internal.example")
+//!     .audience("payments")
+//!     .build()?;
 //! let app: Router = Router::new()
 //!     .route("/charge", get(|Extension(verified): Extension<Verified<Claims>>| async move {
 //!         format!("hello {}", verified.claims().sub)

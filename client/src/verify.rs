@@ -104,6 +104,8 @@ pub struct VerifierBuilder {
     leeway: Duration,
     max_token_len: usize,
     max_kid_len: usize,
+    any_issuer: bool,
+    without_audience: bool,
 }
 
 impl Verifier {
@@ -118,6 +120,8 @@ impl Verifier {
             leeway: Duration::from_secs(30),
             max_token_len: 8 * 1024,
             max_kid_len: 128,
+            any_issuer: false,
+            without_audience: false,
         }
     }
 
@@ -191,16 +195,40 @@ fn unknown_kid(prepared: &Prepared<'_>) -> Error {
 impl VerifierBuilder {
     /// Accepts tokens whose `iss` is exactly `issuer` (no prefix or case folding). May
     /// be called more than once to accept several issuers. Defaults to the discovered
-    /// issuer for a [`RemoteJwks::discover`] set, else `iss` is not checked.
+    /// issuer for a [`RemoteJwks::discover`] set; without either, [`build`] refuses,
+    /// unless [`any_issuer`] says that is meant.
+    ///
+    /// [`build`]: VerifierBuilder::build
+    /// [`any_issuer`]: VerifierBuilder::any_issuer
     pub fn issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuers.push(issuer.into());
         self
     }
 
-    /// Accepts tokens whose `aud` contains `audience`. May be called more than once.
-    /// Defaults to none, and then a token that has an `aud` is refused.
+    /// Accepts any `iss`. Only for a key set that signs for one issuer alone and
+    /// that you trust whatever it writes there: otherwise a token minted for
+    /// another trust domain whose keys share the set would pass.
+    pub fn any_issuer(mut self) -> Self {
+        self.any_issuer = true;
+        self
+    }
+
+    /// Accepts tokens whose `aud` contains `audience`: this service's name. May be
+    /// called more than once. Without it, [`build`] refuses, unless
+    /// [`without_audience`] says that is meant.
+    ///
+    /// [`build`]: VerifierBuilder::build
+    /// [`without_audience`]: VerifierBuilder::without_audience
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
+        self
+    }
+
+    /// Accepts only tokens that carry no `aud` (and refuses every token that has
+    /// one). Without an audience check, a token meant for any other service of the
+    /// same issuer would be accepted here, which is why this must be asked for.
+    pub fn without_audience(mut self) -> Self {
+        self.without_audience = true;
         self
     }
 
@@ -241,7 +269,9 @@ impl VerifierBuilder {
     /// Builds the verifier.
     ///
     /// # Errors
-    /// [`BuildError::InvalidOption`] for an empty algorithm list or a limit out of range.
+    /// [`BuildError::InvalidOption`] for an empty algorithm list, a limit out of
+    /// range, no expected issuer (and no [`VerifierBuilder::any_issuer`]), or no
+    /// expected audience (and no [`VerifierBuilder::without_audience`]).
     pub fn build(mut self) -> Result<Verifier, BuildError> {
         let invalid = |name, reason: &str| BuildError::InvalidOption {
             name,
@@ -264,6 +294,26 @@ impl VerifierBuilder {
             && let Some(issuer) = jwks.issuer()
         {
             self.issuers.push(issuer.to_owned());
+        }
+        if self.issuers.is_empty() && !self.any_issuer {
+            return Err(invalid(
+                "issuer",
+                "no expected issuer: call .issuer(..), or build the key set with \
+                 RemoteJwks::discover, which sets it; .any_issuer() accepts every iss",
+            ));
+        }
+        if self.audiences.is_empty() && !self.without_audience {
+            return Err(invalid(
+                "audience",
+                "no expected audience: call .audience(..) with this service's name; \
+                 .without_audience() accepts only tokens that carry no aud",
+            ));
+        }
+        if !self.audiences.is_empty() && self.without_audience {
+            return Err(invalid(
+                "audience",
+                ".audience(..) and .without_audience() contradict each other",
+            ));
         }
         Ok(Verifier {
             inner: Arc::new(Inner {

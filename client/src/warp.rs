@@ -9,7 +9,10 @@
 //! struct Claims { sub: String }
 //!
 //! let jwks = RemoteJwks::builder("https://auth.internal.example/.well-known/jwks.json").build()?;
-//! let verifier = Verifier::builder(jwks).audience("payments").build()?;
+//! let verifier = Verifier::builder(jwks)
+//!     .issuer("https://auth.internal.example")
+//!     .audience("payments")
+//!     .build()?;
 //! let route = warp::path("charge")
 //!     .and(jwkd_client::warp::verified::<Claims>(verifier))
 //!     .map(|verified: Verified<Claims>| format!("hello {}", verified.claims().sub))

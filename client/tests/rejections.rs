@@ -160,6 +160,7 @@ async fn algorithm_outside_the_allow_list_is_refused() {
     let server = JwksServer::start(vec![es256.public.clone(), rsa.public.clone()]).await;
     let jwks = server.builder().build().unwrap();
     let verifier = Verifier::builder(jwks)
+        .any_issuer()
         .audience(AUD)
         .algorithms([Algorithm::Es256])
         .build()
@@ -526,7 +527,11 @@ async fn audience_must_contain_ours_and_is_refused_when_none_is_configured() {
         Error::WrongAudience { found: vec![] }
     );
 
-    let no_audience_configured = Verifier::builder(jwks).issuer(ISS).build().unwrap();
+    let no_audience_configured = Verifier::builder(jwks)
+        .issuer(ISS)
+        .without_audience()
+        .build()
+        .unwrap();
     assert_eq!(
         refused(&no_audience_configured, &key.token(&claims())).await,
         Error::UnexpectedAudience {
@@ -851,4 +856,45 @@ fn base64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .unwrap()
+}
+
+#[tokio::test]
+async fn a_verifier_needs_an_expected_issuer_and_audience_unless_told_otherwise() {
+    let key = TestKey::es256("k1");
+    let document = json!({"keys": [key.public]}).to_string();
+    let keys = || KeySet::from_json(document.as_bytes()).unwrap();
+    let build_refused = |builder: jwkd_client::VerifierBuilder, option: &str| match builder.build()
+    {
+        Err(jwkd_client::BuildError::InvalidOption { name, reason }) => {
+            assert_eq!(name, option, "{reason}");
+        }
+        other => panic!("expected a refusal naming {option}, got {other:?}"),
+    };
+    build_refused(Verifier::builder(keys()).audience(AUD), "issuer");
+    build_refused(Verifier::builder(keys()).issuer(ISS), "audience");
+    build_refused(
+        Verifier::builder(keys())
+            .issuer(ISS)
+            .audience(AUD)
+            .without_audience(),
+        "audience",
+    );
+    // Opting out is explicit, and does what it says.
+    let any_issuer = Verifier::builder(keys())
+        .any_issuer()
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let mut elsewhere = claims();
+    elsewhere["iss"] = json!("https://another-domain.example");
+    accepted(&any_issuer, &key.token(&elsewhere)).await;
+    let strict = Verifier::builder(keys())
+        .issuer(ISS)
+        .audience(AUD)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        refused(&strict, &key.token(&elsewhere)).await,
+        jwkd_client::Error::WrongIssuer { .. }
+    ));
 }

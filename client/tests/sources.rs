@@ -421,3 +421,16 @@ async fn an_issuer_signed_token_verifies_and_an_expired_one_is_refused() {
         jwkd_client::Error::Expired { .. }
     ));
 }
+
+#[tokio::test]
+async fn an_absurd_expires_in_saturates_instead_of_panicking() {
+    let (server, issued, _) = token_endpoint(u64::MAX).await;
+    let tokens = TokenSource::builder(server.url(TOKEN_PATH), "orders", "s3cr+t")
+        .build()
+        .unwrap();
+    let token = tokens.token().await.unwrap();
+    assert_eq!(token.as_str(), "token-1");
+    assert!(token.expires_in() > Duration::from_secs(86_400 * 365));
+    assert_eq!(tokens.token().await.unwrap().as_str(), "token-1");
+    assert_eq!(issued.load(Ordering::SeqCst), 1);
+}
