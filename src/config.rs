@@ -391,6 +391,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
 const CLIENT_KEYS: &[&str] = &[
     "id",
     "secret_hash",
+    "secret_hash_file",
     "audiences",
     "scopes",
     "roles",
@@ -582,7 +583,7 @@ impl<'a> Reader<'a> {
         let keys = self.read_keys();
         let store = self.read_store(base_dir);
         let issuer = self.read_issuer(keys.as_ref());
-        let clients = self.read_clients(keys.as_ref());
+        let clients = self.read_clients(keys.as_ref(), base_dir);
         if let (Some(keys), Some(store)) = (&keys, &store) {
             self.check_keyset_size(keys, store);
         }
@@ -881,7 +882,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn read_clients(&mut self, keys: Option<&KeysConfig>) -> Vec<ClientConfig> {
+    fn read_clients(&mut self, keys: Option<&KeysConfig>, base_dir: &Path) -> Vec<ClientConfig> {
         let Some(clients) = self.table.get("clients").and_then(toml::Value::as_array) else {
             return Vec::new();
         };
@@ -918,17 +919,36 @@ impl<'a> Reader<'a> {
                 }
                 Some(_) => {}
             }
-            let secret_hash = string(self, "secret_hash");
-            match &secret_hash {
-                None => self.problem(
-                    key("secret_hash"),
-                    "is required (make one with `jwkd hash-secret`)",
-                ),
-                Some(hash) => {
-                    if let Err(message) = crate::auth::check_hash_format(hash) {
-                        self.problem(key("secret_hash"), message);
-                    }
+            let inline = string(self, "secret_hash");
+            let from_file = string(self, "secret_hash_file");
+            let (secret_hash, hash_key) = match (inline, from_file) {
+                (Some(_), Some(_)) => {
+                    self.problem(
+                        key("secret_hash_file"),
+                        "set secret_hash or secret_hash_file, not both",
+                    );
+                    (None, key("secret_hash"))
                 }
+                (Some(hash), None) => (Some(hash), key("secret_hash")),
+                (None, Some(file)) => match read_secret_hash_file(&base_dir.join(&file)) {
+                    Ok(hash) => (Some(hash), key("secret_hash_file")),
+                    Err(message) => {
+                        self.problem(key("secret_hash_file"), message);
+                        (None, key("secret_hash_file"))
+                    }
+                },
+                (None, None) => {
+                    self.problem(
+                        key("secret_hash"),
+                        "is required (make one with `jwkd hash-secret`), or secret_hash_file",
+                    );
+                    (None, key("secret_hash"))
+                }
+            };
+            if let Some(hash) = &secret_hash
+                && let Err(message) = crate::auth::check_hash_format(hash)
+            {
+                self.problem(hash_key, message);
             }
             let audiences = self.strings(&key("audiences"), client.get("audiences"));
             let scopes = self.strings(&key("scopes"), client.get("scopes"));
@@ -1048,6 +1068,34 @@ pub fn stored_key_bytes(alg: Algorithm, x5c: bool) -> usize {
         (Algorithm::Rs256, false) => 2240,
         (Algorithm::Rs256, true) => 3520,
     }
+}
+
+/// Reads a client's secret hash kept outside the config: a regular file that
+/// only its owner may read (0600 or 0400, as systemd's `LoadCredential=` makes
+/// them under `/run/credentials/<unit>/`).
+fn read_secret_hash_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown} is readable or writable by others than its owner (mode {mode:04o}): \
+             run `chmod 600 {shown}`"
+        ));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
+    let hash = text.trim();
+    if hash.is_empty() || hash.lines().count() != 1 {
+        return Err(format!(
+            "{shown} must hold one line: the output of `jwkd hash-secret`"
+        ));
+    }
+    Ok(hash.to_owned())
 }
 
 /// The longest value each duration key takes. Far beyond any sensible setting,

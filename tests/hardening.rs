@@ -657,3 +657,61 @@ fn failed_authentication_is_throttled_per_source() {
         .count();
     assert_eq!(lines, 1, "logged once a minute per source:\n{log}");
 }
+
+// ---- secrets at rest ----
+
+#[test]
+fn client_secret_hashes_can_live_outside_the_config() {
+    let hash = hash_secret("orders-secret");
+    let with_client = |client: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[keys]\nrotation_schedule = \"0 3 * * *\"\n\
+             [store]\npath = \"keyset.json\"\n[issuer]\nissuer = \"https://jwkd.test\"\n\n\
+             [[clients]]\nid = \"orders\"\naudiences = [\"payments\"]\n{client}\n"
+        )
+    };
+    let dir = TestDir::new(&with_client("secret_hash_file = \"secrets/orders.hash\""));
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    let file = dir.path().join("secrets/orders.hash");
+    std::fs::write(&file, format!("{hash}\n")).unwrap();
+
+    // Readable by others: refused, naming the key and the fix.
+    chmod(&file, 0o644);
+    let outcome = dir.run("check-config", &[]);
+    outcome.assert_code(2);
+    assert!(
+        outcome.stderr.contains("clients[0].secret_hash_file")
+            && outcome.stderr.contains("chmod 600"),
+        "{outcome}"
+    );
+    // Private to its owner: the client works as with an inline hash.
+    chmod(&file, 0o600);
+    dir.run("check-config", &[]).assert_code(0);
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    assert_eq!(token(&daemon, &basic("orders", "orders-secret")), 200);
+    drop(daemon);
+
+    // Both, or a file that is not a hash: config errors.
+    dir.write(
+        "jwkd.toml",
+        with_client(&format!(
+            "secret_hash = \"{hash}\"\nsecret_hash_file = \"secrets/orders.hash\""
+        )),
+    );
+    let outcome = dir.run("check-config", &[]);
+    outcome.assert_code(2);
+    assert!(outcome.stderr.contains("not both"), "{outcome}");
+    std::fs::write(&file, "orders-secret\n").unwrap();
+    dir.write(
+        "jwkd.toml",
+        with_client("secret_hash_file = \"secrets/orders.hash\""),
+    );
+    let outcome = dir.run("check-config", &[]);
+    outcome.assert_code(2);
+    assert!(
+        outcome.stderr.contains("clients[0].secret_hash_file")
+            && outcome.stderr.contains("PHC hash"),
+        "{outcome}"
+    );
+}
