@@ -322,6 +322,11 @@ impl Authenticator {
         })
     }
 
+    /// Whether `client_id` is a configured client.
+    pub fn knows(&self, client_id: &str) -> bool {
+        self.clients.contains_key(client_id)
+    }
+
     /// The client with this id and secret if the secret is the one remembered
     /// from an earlier full check: no hashing, no waiting.
     pub fn remembered(&self, client_id: &str, secret: &str) -> Option<Arc<ClientConfig>> {

@@ -148,12 +148,19 @@ pub struct ServerConfig {
     pub limits: HttpLimits,
     /// Full client credential checks allowed per source address per minute.
     pub auth_checks_per_minute: u32,
+    /// Full checks of one client id per minute from sources it never
+    /// authenticated from.
+    pub auth_checks_per_client_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` names the source of a request.
     pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Full credential checks a source address may ask for per minute, by default.
 pub const DEFAULT_AUTH_CHECKS_PER_MINUTE: u32 = 30;
+
+/// Full checks of one client id per minute from addresses it never
+/// authenticated from, by default.
+pub const DEFAULT_AUTH_CHECKS_PER_CLIENT_PER_MINUTE: u32 = 60;
 
 /// Limits on what peers can make the HTTP server hold (`[server]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -361,6 +368,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "max_header_bytes",
             "max_connections",
             "auth_checks_per_minute",
+            "auth_checks_per_client_per_minute",
             "trusted_proxies",
         ],
     ),
@@ -664,6 +672,11 @@ impl<'a> Reader<'a> {
             .and_then(|_| self.integer("server", "auth_checks_per_minute", 1..=100_000))
             .and_then(|number| u32::try_from(number).ok())
             .unwrap_or(DEFAULT_AUTH_CHECKS_PER_MINUTE);
+        let auth_checks_per_client_per_minute = self
+            .raw("server", "auth_checks_per_client_per_minute")
+            .and_then(|_| self.integer("server", "auth_checks_per_client_per_minute", 1..=100_000))
+            .and_then(|number| u32::try_from(number).ok())
+            .unwrap_or(DEFAULT_AUTH_CHECKS_PER_CLIENT_PER_MINUTE);
         let mut trusted_proxies = Vec::new();
         for text in self.strings(
             "server.trusted_proxies",
@@ -689,6 +702,7 @@ impl<'a> Reader<'a> {
                 max_connections: max_connections.unwrap_or(defaults.max_connections),
             },
             auth_checks_per_minute,
+            auth_checks_per_client_per_minute,
             trusted_proxies,
         })
     }

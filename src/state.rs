@@ -123,9 +123,12 @@ impl Shared {
     /// # Errors
     /// When the authenticator cannot be set up (no randomness).
     pub fn new(config: Config) -> Result<Shared, String> {
+        let allowance = |per_minute: u32| {
+            std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN)
+        };
         let throttle = crate::http::throttle::Throttle::new(
-            std::num::NonZeroU32::new(config.server.auth_checks_per_minute)
-                .unwrap_or(std::num::NonZeroU32::MIN),
+            allowance(config.server.auth_checks_per_minute),
+            allowance(config.server.auth_checks_per_client_per_minute),
         );
         Ok(Shared {
             view: ArcSwap::from_pointee(KeysetView {

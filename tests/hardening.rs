@@ -714,3 +714,46 @@ fn client_secret_hashes_can_live_outside_the_config() {
         "{outcome}"
     );
 }
+
+#[test]
+fn one_client_id_tried_from_many_addresses_is_throttled_but_not_from_its_own() {
+    let dir = TestDir::new(&limited_config(
+        "auth_checks_per_minute = 100\nauth_checks_per_client_per_minute = 3",
+    ));
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let legit = basic("orders", "orders-secret");
+    let wrong = basic("orders", "guess");
+    // The real client's first check, from its own address: one of three.
+    assert_eq!(token_from(&daemon, "127.0.0.1", &legit, None).0, 200);
+    // A guesser spreads over new addresses: two more, then 429 from any new one.
+    assert_eq!(token_from(&daemon, "127.0.0.2", &wrong, None).0, 401);
+    assert_eq!(token_from(&daemon, "127.0.0.3", &wrong, None).0, 401);
+    let (status, retry_after) = token_from(&daemon, "127.0.0.4", &wrong, None);
+    assert_eq!(status, 429);
+    assert!(retry_after.is_some());
+    // Unknown ids are not this allowance's business (the per-source one bounds them).
+    assert_eq!(
+        token_from(&daemon, "127.0.0.4", &basic("nobody", "guess"), None).0,
+        401
+    );
+    // The real client must be checked in full again after a reload, and its own
+    // address is never refused; a new address is, for now.
+    let reload = std::process::Command::new("kill")
+        .args(["-HUP", &daemon.pid().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(reload.success());
+    crate::util::poll(Duration::from_secs(10), || {
+        if daemon.stderr_text().contains("configuration reloaded") {
+            Ok(())
+        } else {
+            Err(daemon.stderr_text())
+        }
+    })
+    .unwrap_or_else(|log| panic!("no reload:\n{log}"));
+    assert_eq!(token_from(&daemon, "127.0.0.5", &legit, None).0, 429);
+    assert_eq!(token_from(&daemon, "127.0.0.1", &legit, None).0, 200);
+    // Once checked, the secret is remembered and never throttled, from anywhere.
+    assert_eq!(token_from(&daemon, "127.0.0.5", &legit, None).0, 200);
+}

@@ -93,11 +93,13 @@ pub async fn authenticate(
         return Ok(client);
     }
     let config = shared.config.load();
-    if let Some(source) = super::throttle::source(
+    let source = super::throttle::source(
         request.peer,
         request.forwarded_for.as_deref(),
         &config.server.trusted_proxies,
-    ) && let Err(wait) = shared.throttle.take(source)
+    );
+    if let Some(source) = source
+        && let Err(wait) = shared.throttle.take(source)
     {
         shared.metrics.auth_throttled.inc();
         if shared.throttle.should_log(source) {
@@ -116,7 +118,35 @@ pub async fn authenticate(
         )
         .with_header("retry-after", seconds.to_string()));
     }
-    auth.authenticate(&presented.client_id, &presented.secret)
+    // A configured client id tried from addresses it never authenticated from
+    // has an allowance of its own (unknown ids are bounded per source above).
+    if let Some(source) = source
+        && auth.knows(&presented.client_id)
+        && let Err(wait) = shared
+            .throttle
+            .take_for_client(&presented.client_id, source)
+    {
+        shared.metrics.auth_throttled.inc();
+        if shared.throttle.should_log(source) {
+            tracing::warn!(
+                client = %presented.client_id,
+                %source,
+                per_minute = config.server.auth_checks_per_client_per_minute,
+                "throttling client authentication: this client id is being tried from many new addresses (logged once a minute per source)"
+            );
+        }
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            format!(
+                "too many authentications for this client from new addresses; retry in {seconds} s"
+            ),
+        )
+        .with_header("retry-after", seconds.to_string()));
+    }
+    let client = auth
+        .authenticate(&presented.client_id, &presented.secret)
         .await
         .map_err(|busy| {
             ApiError::new(
@@ -126,7 +156,11 @@ pub async fn authenticate(
             )
             .with_header("retry-after", "1")
         })?
-        .ok_or_else(|| invalid_client("client authentication failed"))
+        .ok_or_else(|| invalid_client("client authentication failed"))?;
+    if let Some(source) = source {
+        shared.throttle.succeeded(&client.id, source);
+    }
+    Ok(client)
 }
 
 /// Authenticates the `Authorization` header and checks the role.

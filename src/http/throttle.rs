@@ -8,11 +8,20 @@
 //! from its own addresses or any other. IPv6 sources count per /64, the block
 //! one host usually holds.
 //!
+//! Guessing one client's secret from many addresses is bounded too: a
+//! configured client id has its own allowance ([`Throttle::take_for_client`])
+//! for checks from addresses it has never authenticated from. The addresses it
+//! has succeeded from are remembered, so the real client is never locked out
+//! from its own addresses, even when it must be checked in full again (after
+//! a restart or a reload).
+//!
 //! The source is the socket's peer, or, when the peer is a configured trusted
 //! proxy, the right-most `X-Forwarded-For` address that is not one.
 
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -26,6 +35,9 @@ pub struct PeerAddr(pub SocketAddr);
 /// The per-source allowance of full credential checks.
 pub struct Throttle {
     checks: DefaultKeyedRateLimiter<IpAddr>,
+    per_client: DefaultKeyedRateLimiter<String>,
+    /// Per client id, the sources it has authenticated from.
+    known: Mutex<HashMap<String, HashSet<IpAddr>>>,
     logs: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
     taken: AtomicU64,
@@ -42,11 +54,18 @@ impl std::fmt::Debug for Throttle {
 /// How often the state of sources that went quiet is dropped (in checks).
 const TRIM_EVERY: u64 = 1024;
 
+/// The most sources remembered per client id; beyond it the oldest are forgotten
+/// all at once (they only lose their exemption from the per-client allowance).
+const KNOWN_SOURCES_PER_CLIENT: usize = 1024;
+
 impl Throttle {
-    /// `per_minute` full checks per source, all of which may come at once.
-    pub fn new(per_minute: NonZeroU32) -> Throttle {
+    /// `per_minute` full checks per source, and `per_client_per_minute` per
+    /// client id from sources it never authenticated from.
+    pub fn new(per_minute: NonZeroU32, per_client_per_minute: NonZeroU32) -> Throttle {
         Throttle {
             checks: RateLimiter::keyed(Quota::per_minute(per_minute)),
+            per_client: RateLimiter::keyed(Quota::per_minute(per_client_per_minute)),
+            known: Mutex::new(HashMap::new()),
             logs: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
             clock: DefaultClock::default(),
             taken: AtomicU64::new(0),
@@ -65,6 +84,41 @@ impl Throttle {
         self.checks
             .check_key(&bucket(source))
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Takes one full check of `client_id` from `source`: free from a source it
+    /// has authenticated from, else from the client id's own allowance.
+    ///
+    /// # Errors
+    /// How long until `client_id` may be tried from new sources again.
+    pub fn take_for_client(&self, client_id: &str, source: IpAddr) -> Result<(), Duration> {
+        if self.is_known(client_id, source) {
+            return Ok(());
+        }
+        self.per_client
+            .check_key(&client_id.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
+    }
+
+    /// Remembers that `client_id` authenticated from `source`.
+    pub fn succeeded(&self, client_id: &str, source: IpAddr) {
+        let mut known = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sources = known.entry(client_id.to_owned()).or_default();
+        if sources.len() >= KNOWN_SOURCES_PER_CLIENT {
+            sources.clear();
+        }
+        sources.insert(bucket(source));
+    }
+
+    fn is_known(&self, client_id: &str, source: IpAddr) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(client_id)
+            .is_some_and(|sources| sources.contains(&bucket(source)))
     }
 
     /// Whether to log a throttled source now: at most once a minute each.
@@ -125,7 +179,7 @@ mod tests {
 
     #[test]
     fn each_source_has_its_own_allowance_and_ipv6_counts_per_64() {
-        let throttle = Throttle::new(NonZeroU32::new(3).unwrap());
+        let throttle = Throttle::new(NonZeroU32::new(3).unwrap(), NonZeroU32::MAX);
         let one: IpAddr = "192.0.2.1".parse().unwrap();
         let two: IpAddr = "192.0.2.2".parse().unwrap();
         for _ in 0..3 {
@@ -145,6 +199,32 @@ mod tests {
         assert!(throttle.take(host_b).is_err(), "one /64 is one source");
         assert!(throttle.should_log(one));
         assert!(!throttle.should_log(one));
+    }
+
+    #[test]
+    fn a_client_id_tried_from_many_addresses_runs_out_but_not_from_its_own() {
+        let throttle = Throttle::new(NonZeroU32::MAX, NonZeroU32::new(3).unwrap());
+        let home: IpAddr = "192.0.2.10".parse().unwrap();
+        // Its first check from home is from a new address too: one of three.
+        throttle.take_for_client("orders", home).unwrap();
+        throttle.succeeded("orders", home);
+        for n in 1..=2u8 {
+            throttle
+                .take_for_client("orders", IpAddr::from([198, 51, 100, n]))
+                .unwrap();
+        }
+        assert!(
+            throttle
+                .take_for_client("orders", IpAddr::from([198, 51, 100, 3]))
+                .is_err()
+        );
+        // Its own address is never refused, and other clients are not affected.
+        for _ in 0..10 {
+            throttle.take_for_client("orders", home).unwrap();
+        }
+        throttle
+            .take_for_client("billing", IpAddr::from([198, 51, 100, 3]))
+            .unwrap();
     }
 
     #[test]
