@@ -757,3 +757,66 @@ fn one_client_id_tried_from_many_addresses_is_throttled_but_not_from_its_own() {
     // Once checked, the secret is remembered and never throttled, from anywhere.
     assert_eq!(token_from(&daemon, "127.0.0.5", &legit, None).0, 200);
 }
+
+// ---- HTTP/2 rapid reset ----
+
+#[test]
+fn http2_rapid_reset_is_cut_off_early() {
+    const STREAMS: usize = 10_000;
+    let dir = TestDir::new(&config());
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let addr = daemon.addr();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (opened, ended) = runtime.block_on(async move {
+        // HTTP/2 with prior knowledge over plain TCP, as hyper-util serves it.
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        let connection = tokio::spawn(connection);
+        let mut opened = 0;
+        for _ in 0..STREAMS {
+            let Ok(mut client) = client.clone().ready().await else {
+                break;
+            };
+            let request = http::Request::get(format!("http://{addr}/.well-known/jwks.json"))
+                .body(())
+                .expect("request");
+            match client.send_request(request, true) {
+                Ok((_response, mut stream)) => {
+                    stream.send_reset(h2::Reason::CANCEL);
+                    opened += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(10), connection).await;
+        (opened, ended)
+    });
+    // What the server did: JWKS requests it handled (the client only queued frames).
+    let handled: u64 = daemon
+        .get("/metrics")
+        .text()
+        .lines()
+        .filter(|line| {
+            line.starts_with("jwkd_http_requests_total{route=\"/.well-known/jwks.json\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    println!(
+        "HTTP/2 rapid reset: {opened} streams opened and reset on one connection; the server \
+         handled {handled} of them and ended the connection: {ended:?}"
+    );
+    assert!(
+        handled < (STREAMS / 10) as u64,
+        "the server handled {handled} of {STREAMS} streams reset at once"
+    );
+    assert!(
+        matches!(ended, Ok(Ok(Err(_)))),
+        "the server should end the connection (GOAWAY): {ended:?}"
+    );
+    // The daemon is none the worse.
+    assert_eq!(daemon.get("/.well-known/jwks.json").status, 200);
+}
