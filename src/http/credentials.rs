@@ -101,22 +101,13 @@ pub async fn authenticate(
     if let Some(source) = source
         && let Err(wait) = shared.throttle.take(source)
     {
-        shared.metrics.auth_throttled.inc();
-        if shared.throttle.should_log(source) {
-            tracing::warn!(
-                client = %presented.client_id,
-                %source,
-                per_minute = config.server.auth_checks_per_minute,
-                "throttling client authentication from this source (logged once a minute)"
-            );
-        }
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "temporarily_unavailable",
-            format!("too many client authentications from {source}; retry in {seconds} s"),
-        )
-        .with_header("retry-after", seconds.to_string()));
+        return Err(throttled(
+            shared,
+            &presented.client_id,
+            source,
+            wait,
+            Allowance::Source(config.server.auth_checks_per_minute),
+        ));
     }
     // A configured client id tried from addresses it never authenticated from
     // has an allowance of its own (unknown ids are bounded per source above).
@@ -126,24 +117,13 @@ pub async fn authenticate(
             .throttle
             .take_for_client(&presented.client_id, source)
     {
-        shared.metrics.auth_throttled.inc();
-        if shared.throttle.should_log(source) {
-            tracing::warn!(
-                client = %presented.client_id,
-                %source,
-                per_minute = config.server.auth_checks_per_client_per_minute,
-                "throttling client authentication: this client id is being tried from many new addresses (logged once a minute per source)"
-            );
-        }
-        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "temporarily_unavailable",
-            format!(
-                "too many authentications for this client from new addresses; retry in {seconds} s"
-            ),
-        )
-        .with_header("retry-after", seconds.to_string()));
+        return Err(throttled(
+            shared,
+            &presented.client_id,
+            source,
+            wait,
+            Allowance::Client(config.server.auth_checks_per_client_per_minute),
+        ));
     }
     let client = auth
         .authenticate(&presented.client_id, &presented.secret)
@@ -161,6 +141,46 @@ pub async fn authenticate(
         shared.throttle.succeeded(&client.id, source);
     }
     Ok(client)
+}
+
+/// Which allowance a throttled check ran out of, and its size per minute.
+enum Allowance {
+    Source(u32),
+    Client(u32),
+}
+
+/// The `429` for a check whose allowance is spent: counted, logged at most once
+/// a minute per source, with `Retry-After` in whole seconds.
+fn throttled(
+    shared: &Shared,
+    client_id: &str,
+    source: std::net::IpAddr,
+    wait: std::time::Duration,
+    allowance: Allowance,
+) -> ApiError {
+    shared.metrics.auth_throttled.inc();
+    let (per_minute, what, description) = match allowance {
+        Allowance::Source(per_minute) => (
+            per_minute,
+            "throttling client authentication from this source",
+            format!("too many client authentications from {source}"),
+        ),
+        Allowance::Client(per_minute) => (
+            per_minute,
+            "throttling client authentication: this client id is being tried from many new addresses",
+            "too many authentications for this client from new addresses".to_owned(),
+        ),
+    };
+    if shared.throttle.should_log(source) {
+        tracing::warn!(client = %client_id, %source, per_minute, "{what} (logged once a minute per source)");
+    }
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "temporarily_unavailable",
+        format!("{description}; retry in {seconds} s"),
+    )
+    .with_header("retry-after", seconds.to_string())
 }
 
 /// Authenticates the `Authorization` header and checks the role.
