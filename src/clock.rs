@@ -22,7 +22,7 @@ use std::fmt;
 use chrono::{DateTime, Duration, Utc};
 
 /// A source of the current UTC time (rustls' `TimeProvider`).
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
 }
@@ -68,6 +68,43 @@ impl StoreOffset {
     /// The middle of the range: the best single guess.
     pub fn estimate(&self) -> Duration {
         self.min + (self.max - self.min) / 2
+    }
+}
+
+/// One reading of the store's clock, taken without reading ours: what the store
+/// stamped on an answer, how long the exchange took and when it ended, both on
+/// the monotonic clock. [`StoreStamp::offset`] compares it with our [`Clock`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreStamp {
+    /// The store's time on its answer.
+    pub stamped: DateTime<Utc>,
+    /// How coarse that time is (one second for an HTTP `Date`).
+    pub resolution: Duration,
+    /// From sending the request to having the answer.
+    pub round_trip: std::time::Duration,
+    /// When the answer came.
+    pub received: std::time::Instant,
+}
+
+impl StoreStamp {
+    /// A reading of `stamped` from an exchange that started at `sent`.
+    pub fn after(sent: std::time::Instant, stamped: DateTime<Utc>, resolution: Duration) -> Self {
+        let received = std::time::Instant::now();
+        StoreStamp {
+            stamped,
+            resolution,
+            round_trip: received.saturating_duration_since(sent),
+            received,
+        }
+    }
+
+    /// Our clock against the store's, `now` being our clock's time now.
+    pub fn offset(&self, now: DateTime<Utc>) -> StoreOffset {
+        let since =
+            |elapsed: std::time::Duration| Duration::from_std(elapsed).unwrap_or(Duration::MAX);
+        let received = now - since(self.received.elapsed());
+        let sent = received - since(self.round_trip);
+        StoreOffset::measure(sent, received, self.stamped, self.resolution)
     }
 }
 

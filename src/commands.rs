@@ -33,9 +33,16 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(arg) => serve(&load_config(env, arg.config.as_deref())?, env).await,
-        Command::CheckConfig(arg) => check_config(&load_config(env, arg.config.as_deref())?).await,
+        Command::CheckConfig(arg) => {
+            check_config(&load_config(env, arg.config.as_deref())?, &SystemClock).await
+        }
         Command::Keys { config, json } => {
-            keys(&load_config(env, config.config.as_deref())?, json).await
+            keys(
+                &load_config(env, config.config.as_deref())?,
+                json,
+                &SystemClock,
+            )
+            .await
         }
         Command::Rotate(arg) => {
             change(&load_config(env, arg.config.as_deref())?, Operation::Rotate).await
@@ -48,7 +55,12 @@ pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
             .await
         }
         Command::Repair { config, dry_run } => {
-            repair(&load_config(env, config.config.as_deref())?, dry_run).await
+            repair(
+                &load_config(env, config.config.as_deref())?,
+                dry_run,
+                &SystemClock,
+            )
+            .await
         }
         Command::HashSecret { generate } => hash_secret(generate),
         Command::Verify {
@@ -135,7 +147,7 @@ async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), Co
 
 /// `jwkd repair`: rewrites only what makes the stored document fail to load,
 /// after keeping the document as it was.
-async fn repair(config: &Config, dry_run: bool) -> anyhow::Result<()> {
+async fn repair(config: &Config, dry_run: bool, clock: &dyn Clock) -> anyhow::Result<()> {
     let store = store::open(&config.store)
         .await
         .map_err(|err| ConfigError::one(&config.file, store_key(config), err.to_string()))?;
@@ -158,7 +170,7 @@ async fn repair(config: &Config, dry_run: bool) -> anyhow::Result<()> {
         println!("dry run: nothing written; `jwkd repair` writes this after a backup");
         return Ok(());
     }
-    let backup = store.back_up(&document).await?;
+    let backup = store.back_up(&document, clock.now()).await?;
     println!("kept the document as it was: {backup}");
     store
         .compare_and_swap(Some(&document.version), &repair.keyset)
@@ -189,7 +201,9 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
         None => None,
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let shared = Arc::new(Shared::new(config.clone()).map_err(anyhow::Error::msg)?);
+    let shared = Arc::new(
+        Shared::with_clock(config.clone(), Arc::clone(&clock)).map_err(anyhow::Error::msg)?,
+    );
     let mut rotator = Rotator::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&shared));
     rotator.set_watchdog(crate::runtime::Watchdog::systemd(env.watchdog));
     rotator.prime(snapshot, clock.now());
@@ -351,10 +365,11 @@ fn time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-async fn check_config(config: &Config) -> anyhow::Result<()> {
+async fn check_config(config: &Config, clock: &dyn Clock) -> anyhow::Result<()> {
     let (store, snapshot) = open_store(config).await?;
-    let clock = check_clock(config, store.as_ref(), &snapshot);
-    let now = timeline::decision_time(&snapshot.keyset, Utc::now());
+    let read_at = clock.now();
+    let clock = check_clock(config, store.as_ref(), &snapshot, read_at);
+    let now = timeline::decision_time(&snapshot.keyset, read_at);
     let keys = &config.keys;
     let lead = keys.jwks_max_age + keys.clock_skew;
     let retention = keys.max_token_lifetime + keys.clock_skew;
@@ -412,10 +427,11 @@ fn check_clock(
     config: &Config,
     store: &dyn KeyStore,
     snapshot: &Snapshot,
+    now: DateTime<Utc>,
 ) -> Result<String, crate::clock::Skew> {
-    let evidence = crate::rotator::evidence_of(snapshot);
+    let evidence = crate::rotator::evidence_of(snapshot, now);
     let tolerance = config.keys.policy().skew;
-    crate::clock::check(Utc::now(), &evidence, tolerance, &store.location())?;
+    crate::clock::check(now, &evidence, tolerance, &store.location())?;
     Ok(match evidence.store_offset {
         Some(offset) => format!(
             "clock: within clock_skew ({}) of the store's: this host's is {:+.3}s from it",
@@ -429,9 +445,9 @@ fn check_clock(
     })
 }
 
-async fn keys(config: &Config, json: bool) -> anyhow::Result<()> {
+async fn keys(config: &Config, json: bool, clock: &dyn Clock) -> anyhow::Result<()> {
     let (_store, snapshot) = open_store(config).await?;
-    let now = timeline::decision_time(&snapshot.keyset, Utc::now());
+    let now = timeline::decision_time(&snapshot.keyset, clock.now());
     if json {
         let rows: Vec<serde_json::Value> = snapshot
             .keyset

@@ -343,6 +343,7 @@ impl Config {
             table: &table,
             defaults: &defaults,
             problems: Vec::new(),
+            shortest_gap: None,
         };
         let config = reader.read(path, &base_dir);
         match config {
@@ -411,6 +412,8 @@ struct Reader<'a> {
     table: &'a toml::Table,
     defaults: &'a toml::Table,
     problems: Vec<Problem>,
+    /// The rotation schedule's shortest gap, once `[keys]` is read.
+    shortest_gap: Option<chrono::Duration>,
 }
 
 impl<'a> Reader<'a> {
@@ -711,7 +714,7 @@ impl<'a> Reader<'a> {
     /// JWKS of more than [`MAX_JWKS_KEYS`] keys, or on Secrets Manager a
     /// document over the secret size limit.
     fn check_keyset_size(&mut self, keys: &KeysConfig, store: &StoreConfig) {
-        let Some(size) = KeysetSize::of(keys) else {
+        let Some(size) = self.shortest_gap.and_then(|gap| KeysetSize::of(keys, gap)) else {
             return;
         };
         if size.published > MAX_JWKS_KEYS {
@@ -774,7 +777,8 @@ impl<'a> Reader<'a> {
             (&schedule, jwks_max_age, clock_skew)
         {
             let lead = jwks_max_age + clock_skew;
-            match schedule.shortest_gap(Utc::now()) {
+            self.shortest_gap = schedule.shortest_gap(Utc::now());
+            match self.shortest_gap {
                 None => self.problem(
                     "keys.rotation_schedule",
                     format!("{schedule:?} does not fire at least twice in the next four years"),
@@ -1032,13 +1036,10 @@ pub struct KeysetSize {
 }
 
 impl KeysetSize {
-    /// The steady-state size for `keys`; `None` if the schedule has no gap.
-    pub fn of(keys: &KeysConfig) -> Option<KeysetSize> {
-        let gap = keys
-            .rotation_schedule
-            .shortest_gap(Utc::now())?
-            .to_std()
-            .ok()?;
+    /// The steady-state size for `keys` whose schedule's shortest gap is `gap`
+    /// (computed once, by the schedule check).
+    pub fn of(keys: &KeysConfig, gap: chrono::Duration) -> Option<KeysetSize> {
+        let gap = gap.to_std().ok()?;
         let retention = keys.max_token_lifetime + keys.clock_skew;
         let retired = usize::try_from(retention.as_millis().div_ceil(gap.as_millis().max(1)))
             .unwrap_or(usize::MAX);
@@ -1481,7 +1482,7 @@ mod tests {
         );
         assert!(!err.contains("JWKS would hold"), "{err}");
         // The defaults are far from both.
-        let size = KeysetSize::of(&parse("").unwrap().keys).unwrap();
+        let size = KeysetSize::of(&parse("").unwrap().keys, chrono::Duration::days(1)).unwrap();
         assert_eq!(size.published, 3);
         assert!(size.stored_bytes < 8 * 1024, "{size:?}");
     }

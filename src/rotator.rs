@@ -186,11 +186,12 @@ impl Planner {
     }
 }
 
-/// What the daemon knows about the clocks around it, from a snapshot.
-pub fn evidence_of(snapshot: &Snapshot) -> ClockEvidence {
+/// What the daemon knows about the clocks around it, from a snapshot, when its
+/// own clock says `now`.
+pub fn evidence_of(snapshot: &Snapshot, now: DateTime<Utc>) -> ClockEvidence {
     ClockEvidence {
         document_time: timeline::document_time(&snapshot.keyset),
-        store_offset: snapshot.store_offset,
+        store_offset: snapshot.store_stamp.map(|stamp| stamp.offset(now)),
     }
 }
 
@@ -215,7 +216,7 @@ pub async fn update_store(
     };
     for _ in 0..MAX_CONFLICT_RETRIES {
         let now = clock.now();
-        let evidence = evidence_of(&snapshot);
+        let evidence = evidence_of(&snapshot, now);
         crate::clock::check(now, &evidence, planner.tolerance(), &store.location())?;
         let times = evidence.times(now);
         let decision = {
@@ -249,7 +250,7 @@ pub async fn update_store(
                     Snapshot {
                         keyset,
                         version: Some(version),
-                        store_offset: snapshot.store_offset,
+                        store_stamp: snapshot.store_stamp,
                     },
                     changes,
                 ));
@@ -505,7 +506,7 @@ impl Rotator {
             return now;
         };
         let clock = ClockView {
-            evidence: evidence_of(snapshot),
+            evidence: evidence_of(snapshot, now),
             skew: self.skew.clone(),
         };
         let now = clock.time_at(now);
@@ -532,7 +533,12 @@ impl Rotator {
         };
         let signers = self.signers_for(&snapshot.keyset, &current.signers, now);
         self.shared.view.store(Arc::new(KeysetView {
-            keyset: Arc::new(snapshot.keyset.clone()),
+            // Refreshes mostly read back what is published: share it, do not copy it.
+            keyset: if *current.keyset == snapshot.keyset {
+                Arc::clone(&current.keyset)
+            } else {
+                Arc::new(snapshot.keyset.clone())
+            },
             jwks,
             signers,
             clock,
@@ -842,6 +848,7 @@ mod tests {
     }
 
     /// A clock the test sets.
+    #[derive(Debug)]
     struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
 
     impl Clock for ManualClock {
@@ -913,10 +920,12 @@ mod tests {
 
         // The store's clock says ours runs three days ahead: the same.
         clock.set(start + chrono::Duration::days(3));
-        *store.store_offset.lock().unwrap() = Some(crate::clock::StoreOffset {
-            min: chrono::Duration::days(3) - chrono::Duration::seconds(1),
-            max: chrono::Duration::days(3),
-        });
+        // The store stamps its answers with `start`: ours reads three days later.
+        *store.store_stamp.lock().unwrap() = Some(crate::clock::StoreStamp::after(
+            std::time::Instant::now(),
+            start,
+            chrono::Duration::milliseconds(1),
+        ));
         rotator.last_refresh = None;
         rotator.tick().await;
         assert_eq!(
@@ -934,7 +943,7 @@ mod tests {
 
         // Set right again: the next pass resumes by itself.
         clock.set(start + chrono::Duration::seconds(2));
-        *store.store_offset.lock().unwrap() = None;
+        *store.store_stamp.lock().unwrap() = None;
         rotator.last_refresh = None;
         rotator.tick().await;
         shared
@@ -978,8 +987,9 @@ mod tests {
         async fn back_up(
             &self,
             document: &crate::store::RawDocument,
+            at: DateTime<Utc>,
         ) -> Result<String, StoreError> {
-            self.inner.back_up(document).await
+            self.inner.back_up(document, at).await
         }
     }
 

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use crate::auth::Authenticator;
-use crate::clock::ClockView;
+use crate::clock::{Clock, ClockView, SystemClock};
 use crate::config::Config;
 use crate::keys::{Algorithm, Signer};
 use crate::keyset::Keyset;
@@ -115,6 +115,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The per-source allowance of full credential checks (kept across reloads).
     pub throttle: crate::http::throttle::Throttle,
+    /// The wall clock the handlers read (the rotator's, in the daemon).
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Shared {
@@ -123,6 +125,14 @@ impl Shared {
     /// # Errors
     /// When the authenticator cannot be set up (no randomness).
     pub fn new(config: Config) -> Result<Shared, String> {
+        Shared::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// Fresh state whose handlers read `clock`.
+    ///
+    /// # Errors
+    /// When the authenticator cannot be set up (no randomness).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Shared, String> {
         let allowance = |per_minute: u32| {
             std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN)
         };
@@ -142,6 +152,7 @@ impl Shared {
             config: ArcSwap::from_pointee(config),
             metrics: Metrics::new(),
             throttle,
+            clock,
         })
     }
 

@@ -51,6 +51,11 @@ const MIN_ROTATIONS: usize = 10;
 /// The emulator's address, or `None` after saying loudly which suite was skipped.
 fn emulator() -> Option<SocketAddr> {
     let Ok(url) = std::env::var(ENDPOINT_VAR) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "tests/aws.rs needs the Secrets Manager emulator: {ENDPOINT_VAR} is not set. Run \
+             ./scripts/test, which installs moto and starts it."
+        );
         // Straight to stderr, not `eprintln!`: the test harness would swallow that
         // for a passing test, and a skipped suite must never look like a pass.
         let _ = writeln!(

@@ -61,7 +61,7 @@ pub async fn signing_keys(
 ) -> Result<warp::reply::Response, ApiError> {
     let client = credentials::authorize(&shared, request, Role::Issuer).await?;
     let view = shared.view.load();
-    let now = view.time_at(Utc::now());
+    let now = view.time_at(shared.clock.now());
     let current = timeline::current_at(&view.keyset, client.algorithm, now)
         .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
     let next = timeline::next_at(&view.keyset, client.algorithm, now);
@@ -104,7 +104,7 @@ pub async fn sign(
     };
     let config = shared.config.load();
     refuse_while_clock_is_off(&shared)?;
-    let now = Utc::now();
+    let now = shared.clock.now();
     let iat = now.timestamp();
     let cap =
         iat + i64::try_from(config.keys.max_token_lifetime.as_secs()).unwrap_or(i64::MAX - iat);
@@ -240,7 +240,7 @@ pub async fn admin(
         tracing::info!(target: "jwkd::audit", client = %client.id, action = %what, "{change}");
     }
     let view = shared.view.load();
-    let now = view.time_at(Utc::now());
+    let now = view.time_at(shared.clock.now());
     let keys: Vec<Value> = view
         .keyset
         .keys

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use warp::Reply;
 use warp::http::StatusCode;
 
@@ -16,7 +15,7 @@ pub fn healthz() -> warp::reply::Response {
 
 /// 200 when ready, 503 with the reason otherwise.
 pub fn readyz(shared: &Arc<Shared>) -> warp::reply::Response {
-    match shared.readiness_at(Utc::now()) {
+    match shared.readiness_at(shared.clock.now()) {
         Ok(()) => warp::reply::json(&serde_json::json!({"status": "ready"})).into_response(),
         Err(reason) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", reason).into_response()
@@ -32,7 +31,7 @@ pub fn metrics(shared: &Arc<Shared>) -> warp::reply::Response {
         &view.keyset,
         &config.keys.algorithms,
         &view.clock,
-        Utc::now(),
+        shared.clock.now(),
     );
     let mut response = text.into_response();
     response.headers_mut().insert(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use chrono::Utc;
 use serde_json::{Map, Value, json};
 use warp::Reply;
 use warp::http::StatusCode;
@@ -147,7 +146,7 @@ pub async fn token(
 
     let config = shared.config.load();
     super::keys_api::refuse_while_clock_is_off(&shared)?;
-    let now = Utc::now();
+    let now = shared.clock.now();
     let signer = shared
         .view
         .load()

@@ -32,8 +32,8 @@
 //! and Secrets Manager may delete them: nothing reads them.
 //!
 //! The store's clock is Secrets Manager's: every answer carries a `Date`
-//! header, which [`ClockProbe`] compares with ours around the call; a load
-//! reports the last comparison (`Snapshot::store_offset`).
+//! header, which [`ClockProbe`] records with the call's timing; a load
+//! reports the last one (`Snapshot::store_stamp`).
 //!
 //! Every call has a connect timeout, a per-attempt timeout and an overall
 //! deadline, and the SDK retries transient failures (throttling, 5xx, broken
@@ -56,7 +56,7 @@ use aws_sdk_secretsmanager::error::BoxError;
 use aws_sdk_secretsmanager::error::SdkError;
 
 use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, backup_name};
-use crate::clock::StoreOffset;
+use crate::clock::StoreStamp;
 use crate::keyset::Keyset;
 
 /// jwkd's own staging label: the version it wrote last, before and after it
@@ -93,20 +93,24 @@ pub struct SecretsManagerStore {
     clock: ClockProbe,
 }
 
-/// Compares our clock with the `Date` of each answer (one-second resolution),
-/// taken between sending the request and reading the answer.
+/// Records the `Date` of each answer (one-second resolution) with when the
+/// request went out and the answer came (monotonic): our wall clock is read
+/// only when the reading is used ([`StoreStamp::offset`]).
 #[derive(Clone, Debug, Default)]
 struct ClockProbe {
-    sent: Arc<Mutex<Option<chrono::DateTime<chrono::Utc>>>>,
-    last: Arc<Mutex<Option<StoreOffset>>>,
+    sent: Arc<Mutex<Option<std::time::Instant>>>,
+    last: Arc<Mutex<Option<StoreStamp>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl ClockProbe {
-    fn last(&self) -> Option<StoreOffset> {
-        *self
-            .last
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn last(&self) -> Option<StoreStamp> {
+        *lock(&self.last)
     }
 }
 
@@ -121,10 +125,7 @@ impl Intercept for ClockProbe {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        *self
-            .sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(chrono::Utc::now());
+        *lock(&self.sent) = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -134,23 +135,18 @@ impl Intercept for ClockProbe {
         _runtime_components: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let received = chrono::Utc::now();
-        let sent = *self
-            .sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let sent = *lock(&self.sent);
         let date = context
             .response()
             .headers()
             .get("date")
             .and_then(|date| httpdate::parse_http_date(date).ok());
         if let (Some(sent), Some(date)) = (sent, date) {
-            let offset =
-                StoreOffset::measure(sent, received, date.into(), chrono::Duration::seconds(1));
-            *self
-                .last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(offset);
+            *lock(&self.last) = Some(StoreStamp::after(
+                sent,
+                date.into(),
+                chrono::Duration::seconds(1),
+            ));
         }
         Ok(())
     }
@@ -478,7 +474,7 @@ impl KeyStore for SecretsManagerStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         let Some((version_id, document)) = self.read_current().await? else {
             return Ok(Snapshot {
-                store_offset: self.clock.last(),
+                store_stamp: self.clock.last(),
                 ..Snapshot::default()
             });
         };
@@ -494,7 +490,7 @@ impl KeyStore for SecretsManagerStore {
         Ok(Snapshot {
             keyset,
             version: Some(Version(version_id)),
-            store_offset: self.clock.last(),
+            store_stamp: self.clock.last(),
         })
     }
 
@@ -534,8 +530,12 @@ impl KeyStore for SecretsManagerStore {
     }
 
     /// Labels the version: Secrets Manager never deletes a labelled version.
-    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError> {
-        let label = backup_name();
+    async fn back_up(
+        &self,
+        document: &RawDocument,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, StoreError> {
+        let label = backup_name(at);
         self.client
             .update_secret_version_stage()
             .secret_id(&self.secret_id)

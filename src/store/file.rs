@@ -27,7 +27,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, backup_name, content_version};
-use crate::clock::StoreOffset;
+use crate::clock::StoreStamp;
 use crate::keyset::Keyset;
 
 /// How far a file system's timestamps may lag its clock (a scheduler tick, with room).
@@ -179,34 +179,32 @@ impl FileStore {
 
     fn load_blocking(&self) -> Result<Snapshot, StoreError> {
         self.check_ownership()?;
-        let store_offset = self.probe_clock();
+        let store_stamp = self.probe_clock();
         match self.read()? {
             None => Ok(Snapshot {
-                store_offset,
+                store_stamp,
                 ..Snapshot::default()
             }),
             Some((bytes, version)) => Ok(Snapshot {
                 keyset: self.decode(&bytes)?,
                 version: Some(version),
-                store_offset,
+                store_stamp,
             }),
         }
     }
 
-    /// Our clock against the file system's: write the lock file, read back the
-    /// modification time the file system stamped. `None` where the lock file
-    /// cannot be written (a reader without write access): nothing to compare.
-    fn probe_clock(&self) -> Option<StoreOffset> {
+    /// The file system's clock: write the lock file, read back the modification
+    /// time the file system stamped. `None` where the lock file cannot be
+    /// written (a reader without write access): nothing to compare.
+    fn probe_clock(&self) -> Option<StoreStamp> {
         use std::os::unix::fs::FileExt;
         let lock = self.open_lock_file().ok()?;
-        let sent = chrono::Utc::now();
+        let sent = std::time::Instant::now();
         lock.write_all_at(b"\n", 0).ok()?;
         let modified = lock.metadata().ok()?.modified().ok()?;
-        let received = chrono::Utc::now();
         // File systems stamp with a coarse clock that lags by up to a tick.
-        Some(StoreOffset::measure(
+        Some(StoreStamp::after(
             sent,
-            received,
             modified.into(),
             chrono::Duration::milliseconds(FS_CLOCK_TICK_MS),
         ))
@@ -267,7 +265,11 @@ impl FileStore {
     }
 
     /// Writes `document` to a new file beside the store, mode 0600, durably.
-    fn back_up_blocking(&self, document: &RawDocument) -> Result<String, StoreError> {
+    fn back_up_blocking(
+        &self,
+        document: &RawDocument,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, StoreError> {
         let file_name = self
             .path
             .file_name()
@@ -275,7 +277,7 @@ impl FileStore {
             .unwrap_or_else(|| "keyset".into());
         let path = self
             .directory()
-            .join(format!("{file_name}.{}", backup_name()));
+            .join(format!("{file_name}.{}", backup_name(at)));
         let (owner, _) = self.file_owner();
         let result = (|| {
             let mut file = self.open_private(&path, true, 0o600, owner)?;
@@ -365,10 +367,14 @@ impl KeyStore for FileStore {
         Ok(read.map(|(bytes, version)| RawDocument { bytes, version }))
     }
 
-    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError> {
+    async fn back_up(
+        &self,
+        document: &RawDocument,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, StoreError> {
         let store = self.clone();
         let document = document.clone();
-        tokio::task::spawn_blocking(move || store.back_up_blocking(&document))
+        tokio::task::spawn_blocking(move || store.back_up_blocking(&document, at))
             .await
             .unwrap_or_else(|err| {
                 Err(self.unavailable("backup task failed", std::io::Error::other(err)))

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, content_version};
-use crate::clock::StoreOffset;
+use crate::clock::StoreStamp;
 use crate::keyset::Keyset;
 
 /// A keyset held in memory as its encoded document.
@@ -15,8 +15,8 @@ pub struct MemoryStore {
     pub unavailable: AtomicBool,
     /// Successful writes so far.
     pub writes: AtomicUsize,
-    /// What every load reports as our clock against the store's.
-    pub store_offset: Mutex<Option<StoreOffset>>,
+    /// What every load reports as the store's clock.
+    pub store_stamp: Mutex<Option<StoreStamp>>,
     /// Documents kept by [`KeyStore::back_up`].
     pub backups: Mutex<Vec<Vec<u8>>>,
 }
@@ -47,10 +47,10 @@ impl KeyStore for MemoryStore {
     async fn load(&self) -> Result<Snapshot, StoreError> {
         self.check_available()?;
         let document = self.document.lock().expect("memory store lock").clone();
-        let store_offset = *self.store_offset.lock().expect("memory store lock");
+        let store_stamp = *self.store_stamp.lock().expect("memory store lock");
         match document {
             None => Ok(Snapshot {
-                store_offset,
+                store_stamp,
                 ..Snapshot::default()
             }),
             Some(bytes) => Ok(Snapshot {
@@ -59,7 +59,7 @@ impl KeyStore for MemoryStore {
                     reason,
                 })?,
                 version: Some(content_version(&bytes)),
-                store_offset,
+                store_stamp,
             }),
         }
     }
@@ -93,10 +93,18 @@ impl KeyStore for MemoryStore {
         }))
     }
 
-    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError> {
+    async fn back_up(
+        &self,
+        document: &RawDocument,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, StoreError> {
         self.check_available()?;
         let mut backups = self.backups.lock().expect("memory store lock");
         backups.push(document.bytes.clone());
-        Ok(format!("memory backup {}", backups.len()))
+        Ok(format!(
+            "memory backup {} ({})",
+            backups.len(),
+            super::backup_name(at)
+        ))
     }
 }

@@ -18,7 +18,7 @@ pub(crate) mod contract;
 
 use std::sync::Arc;
 
-use crate::clock::StoreOffset;
+use crate::clock::StoreStamp;
 use crate::config::{Backend, StoreConfig};
 use crate::keyset::Keyset;
 
@@ -33,9 +33,8 @@ pub struct Snapshot {
     pub keyset: Keyset,
     /// `None` when there is no document yet.
     pub version: Option<Version>,
-    /// Our clock against the store's, measured by this read where the backend
-    /// has a clock of its own.
-    pub store_offset: Option<StoreOffset>,
+    /// The store's clock as this read saw it, where the backend has one.
+    pub store_stamp: Option<StoreStamp>,
 }
 
 /// What can go wrong with a store.
@@ -100,15 +99,16 @@ pub trait KeyStore: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    async fn back_up(&self, document: &RawDocument) -> Result<String, StoreError>;
+    async fn back_up(
+        &self,
+        document: &RawDocument,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, StoreError>;
 }
 
-/// The name of a backup made now: `jwkd-before-repair-20261129T120000Z`.
-pub fn backup_name() -> String {
-    format!(
-        "jwkd-before-repair-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
-    )
+/// The name of a backup made at `at`: `jwkd-before-repair-20261129T120000Z`.
+pub fn backup_name(at: chrono::DateTime<chrono::Utc>) -> String {
+    format!("jwkd-before-repair-{}", at.format("%Y%m%dT%H%M%SZ"))
 }
 
 /// A stored document as it is, not decoded: for `jwkd repair`.

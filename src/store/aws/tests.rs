@@ -36,6 +36,11 @@ pub fn endpoint(suite: &str) -> Option<String> {
     match std::env::var(ENDPOINT_VAR) {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{suite} needs the Secrets Manager emulator: {ENDPOINT_VAR} is not set. Run \
+                 ./scripts/test, which installs moto and starts it."
+            );
             // Straight to stderr, not `eprintln!`: the test harness would swallow that
             // for a passing test, and a skipped suite must never look like a pass.
             let _ = writeln!(
