@@ -160,7 +160,7 @@ async fn repair(config: &Config, dry_run: bool, clock: &dyn Clock) -> anyhow::Re
         println!("{location}: the keyset loads: nothing to repair");
         return Ok(());
     }
-    let retention = config.keys.policy().retention;
+    let retention = config.policy().retention;
     let repair = keyset::repair_document(&document.bytes, retention)
         .map_err(|reason| anyhow::anyhow!("cannot repair the keyset in {location}: {reason}"))?;
     for fix in &repair.fixes {
@@ -371,7 +371,7 @@ async fn check_config(config: &Config, clock: &dyn Clock) -> anyhow::Result<()> 
     let clock = check_clock(config, store.as_ref(), &snapshot, read_at);
     let now = timeline::decision_time(&snapshot.keyset, read_at);
     let keys = &config.keys;
-    let lead = keys.jwks_max_age + keys.clock_skew;
+    let lead = keys.lead(config.store.refresh_interval);
     let retention = keys.max_token_lifetime + keys.clock_skew;
     println!("config {}: ok", config.file.display());
     println!(
@@ -381,9 +381,10 @@ async fn check_config(config: &Config, clock: &dyn Clock) -> anyhow::Result<()> 
     );
     println!("schedule: {} (UTC)", keys.rotation_schedule);
     println!(
-        "lead: jwks_max_age {} + clock_skew {} = {}: each key is published this long before it signs",
+        "lead: jwks_max_age {} + clock_skew {} + store.refresh_interval {} = {}: each key is published this long before it signs",
         format_duration(keys.jwks_max_age),
         format_duration(keys.clock_skew),
+        format_duration(config.store.refresh_interval),
         format_duration(lead)
     );
     println!(
@@ -430,7 +431,7 @@ fn check_clock(
     now: DateTime<Utc>,
 ) -> Result<String, crate::clock::Skew> {
     let evidence = crate::rotator::evidence_of(snapshot, now);
-    let tolerance = config.keys.policy().skew;
+    let tolerance = config.policy().skew;
     crate::clock::check(now, &evidence, tolerance, &store.location())?;
     Ok(match evidence.store_offset {
         Some(offset) => format!(

@@ -225,13 +225,25 @@ pub struct KeysConfig {
 }
 
 impl KeysConfig {
-    /// Lead and retention of the key timeline.
+    /// How long each key is published before it signs, when replicas re-read
+    /// the store every `refresh_interval`: the last replica serves a new key
+    /// `refresh_interval` after it was written, and a verifier that fetched the
+    /// JWKS from it just before may keep that copy for `jwks_max_age`, give or
+    /// take `clock_skew`.
+    pub fn lead(&self, refresh_interval: Duration) -> Duration {
+        self.jwks_max_age + self.clock_skew + refresh_interval
+    }
+}
+
+impl Config {
+    /// Lead, retention and skew tolerance of the key timeline.
     pub fn policy(&self) -> Policy {
         let chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
         Policy {
-            lead: chrono(self.jwks_max_age + self.clock_skew),
-            retention: chrono(self.max_token_lifetime + self.clock_skew),
-            skew: chrono(self.clock_skew),
+            lead: chrono(self.keys.lead(self.store.refresh_interval)),
+            retention: chrono(self.keys.max_token_lifetime + self.keys.clock_skew),
+            skew: chrono(self.keys.clock_skew),
+            lag: chrono(self.store.refresh_interval),
         }
     }
 }
@@ -593,6 +605,9 @@ impl<'a> Reader<'a> {
         let server = self.read_server(base_dir);
         let keys = self.read_keys();
         let store = self.read_store(base_dir);
+        if let (Some(keys), Some(store)) = (&keys, &store) {
+            self.check_lead(keys, store);
+        }
         let issuer = self.read_issuer(keys.as_ref());
         let clients = self.read_clients(keys.as_ref(), base_dir);
         if let (Some(keys), Some(store)) = (&keys, &store) {
@@ -710,6 +725,33 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// Refuses a schedule whose rotations come faster than a key can be
+    /// pre-published: every replica serves a new key within
+    /// `store.refresh_interval` of its write, and verifiers may cache the JWKS
+    /// without it for `jwks_max_age + clock_skew` after that.
+    fn check_lead(&mut self, keys: &KeysConfig, store: &StoreConfig) {
+        let Some(gap) = self.shortest_gap else {
+            return;
+        };
+        let gap = gap.to_std().unwrap_or_default();
+        let lead = keys.lead(store.refresh_interval);
+        if gap < lead {
+            self.problem(
+                "keys.rotation_schedule",
+                format!(
+                    "rotations only {} apart are shorter than jwks_max_age + clock_skew + \
+                     store.refresh_interval = {} + {} + {} = {}: a next key could not be \
+                     served by every replica and cached by verifiers before it signs",
+                    format_duration(gap),
+                    format_duration(keys.jwks_max_age),
+                    format_duration(keys.clock_skew),
+                    format_duration(store.refresh_interval),
+                    format_duration(lead)
+                ),
+            );
+        }
+    }
+
     /// Refuses a configuration whose keyset, at steady state, would not fit: a
     /// JWKS of more than [`MAX_JWKS_KEYS`] keys, or on Secrets Manager a
     /// document over the secret size limit.
@@ -773,26 +815,13 @@ impl<'a> Reader<'a> {
         let clock_skew = self.duration("keys", "clock_skew");
         let jwks_max_age = self.duration("keys", "jwks_max_age");
         let x5c = self.bool("keys", "x5c");
-        if let (Some(schedule), Some(jwks_max_age), Some(clock_skew)) =
-            (&schedule, jwks_max_age, clock_skew)
-        {
-            let lead = jwks_max_age + clock_skew;
+        if let Some(schedule) = &schedule {
             self.shortest_gap = schedule.shortest_gap(Utc::now());
-            match self.shortest_gap {
-                None => self.problem(
+            if self.shortest_gap.is_none() {
+                self.problem(
                     "keys.rotation_schedule",
                     format!("{schedule:?} does not fire at least twice in the next four years"),
-                ),
-                Some(gap) if gap.to_std().unwrap_or_default() < lead => self.problem(
-                    "keys.rotation_schedule",
-                    format!(
-                        "rotations only {} apart are shorter than jwks_max_age + clock_skew = {}: \
-                         the next key could not be published long enough before it signs",
-                        format_duration(gap.to_std().unwrap_or_default()),
-                        format_duration(lead)
-                    ),
-                ),
-                Some(_) => {}
+                );
             }
         }
         if let Some(jwks_max_age) = jwks_max_age
@@ -1252,7 +1281,7 @@ mod tests {
         )
         .unwrap_err();
         expect_test::expect![[r#"
-            config /etc/jwkd/test.toml: keys.rotation_schedule: rotations only 2s apart are shorter than jwks_max_age + clock_skew = 5s: the next key could not be published long enough before it signs
+            config /etc/jwkd/test.toml: keys.rotation_schedule: rotations only 2s apart are shorter than jwks_max_age + clock_skew + store.refresh_interval = 5s + 0s + 30s = 35s: a next key could not be served by every replica and cached by verifiers before it signs
             config /etc/jwkd/test.toml: issuer.token_lifetime: 2h is longer than keys.max_token_lifetime = 1h
             config /etc/jwkd/test.toml: keys.max_token_lifetime: at steady state the JWKS would hold 1802 keys (ES256: 1802 keys of ~1350 bytes), more than the 100 that some consumers accept (AWS IAM OIDC federation): rotate less often or shorten max_token_lifetime"#]]
         .assert_eq(&err.to_string());
@@ -1387,10 +1416,10 @@ mod tests {
         // At the limits, everything the config derives stays computable.
         let config = parse(
             "[keys]\nrotation_schedule = \"@weekly\"\nmax_token_lifetime = \"366d\"\n\
-             clock_skew = \"1d\"\njwks_max_age = \"6d\"\n",
+             clock_skew = \"1d\"\njwks_max_age = \"5d\"\n",
         )
         .unwrap();
-        let policy = config.keys.policy();
+        let policy = config.policy();
         let far = chrono::Utc::now() + policy.lead + policy.retention + policy.skew;
         assert!(far > chrono::Utc::now());
     }

@@ -90,7 +90,7 @@ pub struct Planner {
 impl Planner {
     /// The planner for a configuration.
     pub fn new(config: &Config) -> Planner {
-        let policy = config.keys.policy();
+        let policy = config.policy();
         Planner {
             families: config.keys.algorithms.clone(),
             schedule: config.keys.rotation_schedule.clone(),
@@ -773,7 +773,7 @@ mod tests {
             clock_skew = "0s"
             max_token_lifetime = "2s"
             [store]
-            refresh_interval = "1s"
+            refresh_interval = "500ms"
             "#,
             std::path::Path::new("/tmp/jwkd-test.toml"),
         )

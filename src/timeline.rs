@@ -8,10 +8,14 @@
 //!
 //! - exactly one key is current at any instant;
 //! - after a change there is exactly one next key, published at least
-//!   `lead = jwks_max_age + clock_skew` before it activates; no sequence of
+//!   `lead = jwks_max_age + clock_skew + store.refresh_interval` before it
+//!   activates (the last replica serves it one refresh interval after it is
+//!   written, and verifiers cache that for `jwks_max_age`); no sequence of
 //!   rotations makes a second one;
 //! - a key stays published until `deactivates_at + retention`
-//!   (`retention = max_token_lifetime + clock_skew`), and only expired or revoked
+//!   (`retention = max_token_lifetime + clock_skew`), or, when a rotation ends
+//!   its signing sooner than replicas serving an older document know, until
+//!   `retention` after they have all re-read the store; only expired or revoked
 //!   keys are ever removed ([`prune_at`], which only rides along with a write);
 //! - every time written is at or after the document's newest write
 //!   ([`decision_time`]) and `activates_at >= created_at`, so every document these
@@ -33,7 +37,9 @@ use crate::schedule::Schedule;
 /// The two durations the timeline is built from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Policy {
-    /// `jwks_max_age + clock_skew`: how long a key is published before it signs.
+    /// `jwks_max_age + clock_skew + store.refresh_interval`: how long a key is
+    /// published before it signs, so that every replica serves it and every
+    /// verifier's cached JWKS holds it by then.
     pub lead: Duration,
     /// `max_token_lifetime + clock_skew`: how long a key stays published after it
     /// stops signing.
@@ -42,6 +48,9 @@ pub struct Policy {
     /// takes effect at once is written this far in the past, so that a replica
     /// whose clock is behind by up to this much sees it in effect too.
     pub skew: Duration,
+    /// `store.refresh_interval`: how long a replica may go on serving, and
+    /// signing from, a document another writer has replaced.
+    pub lag: Duration,
 }
 
 /// A key's state at an instant (CONTRACT §4).
@@ -393,6 +402,15 @@ impl Plan<'_> {
         )
     }
 
+    /// Ends the signing of `key`, current at `now`, at `at`: sooner than
+    /// replicas serving an older document know, so they may sign with it for
+    /// up to the lag after `now`; it stays published for the retention after
+    /// the later of the two.
+    fn cut_short(&self, key: &mut KeyRecord, at: DateTime<Utc>, now: DateTime<Utc>) {
+        self.set_deactivation(key, Some(at));
+        key.expires_at = Some(at.max(now + self.policy.lag) + self.policy.retention);
+    }
+
     /// When a key promoted "at once" at `now` starts signing: `clock_skew` in the
     /// past, so that a replica whose clock is behind by up to that much sees it
     /// current too, but never before the key was made.
@@ -447,7 +465,7 @@ pub fn maintain_at<M: KeyMaker>(
         }
         match state_at(key, now) {
             KeyState::Current => {
-                plan.set_deactivation(key, Some(now));
+                plan.cut_short(key, now, now);
                 changes.push(Change::Retired {
                     alg: key.alg,
                     kid: key.kid.clone(),
@@ -711,7 +729,7 @@ pub fn rotate_at<M: KeyMaker>(
         // rebuilt from the new start by maintain.
         plan.set_deactivation(&mut rotated.keys[next_idx], None);
         let current_idx = position(&rotated, &current);
-        plan.set_deactivation(&mut rotated.keys[current_idx], Some(safe_at));
+        plan.cut_short(&mut rotated.keys[current_idx], safe_at, now);
         changes.push(Change::Promoted {
             alg,
             kid: next,

@@ -100,7 +100,7 @@ backend = "aws-secrets-manager"
 secret_id = "{secret_id}"
 region = "us-east-1"
 endpoint_url = "http://{endpoint}"
-refresh_interval = "1s"
+refresh_interval = "500ms"
 "#
     )
 }

@@ -120,9 +120,10 @@ fn keys_json_after_first_start_has_current_and_next_per_family() {
     let now = Utc::now();
     let table = show_keys(&keys);
     one_current_per_family(&keys, &algorithms).unwrap_or_else(|err| panic!("{err}\n{table}"));
-    // Retention = max_token_lifetime + clock_skew; pre-publication = jwks_max_age + clock_skew.
+    // Retention = max_token_lifetime + clock_skew; pre-publication =
+    // jwks_max_age + clock_skew + store.refresh_interval.
     let retention = TimeDelta::minutes(61);
-    let lead = TimeDelta::minutes(6);
+    let lead = TimeDelta::minutes(6) + TimeDelta::seconds(1);
     for alg in algorithms {
         let family: Vec<&Key> = keys.iter().filter(|key| key.alg == alg).collect();
         let states: Vec<&str> = family.iter().map(|key| key.state.as_str()).collect();
@@ -151,7 +152,7 @@ fn keys_json_after_first_start_has_current_and_next_per_family() {
                 && next.activates_at <= next.created_at + lead + TimeDelta::days(1)
                 && next.activates_at.time() == NaiveTime::from_hms_opt(3, 0, 0).expect("valid"),
             "family {alg}: the next key must activate at the first 03:00 UTC at least \
-             jwks_max_age + clock_skew (6m) after its creation\n{table}"
+             jwks_max_age + clock_skew + store.refresh_interval (6m1s) after its creation\n{table}"
         );
     }
     for key in &keys {

@@ -31,7 +31,7 @@ jwks_max_age = "1s"
 x5c = false
 [store]
 path = "keyset.json"
-refresh_interval = "1s"
+refresh_interval = "500ms"
 [issuer]
 issuer = "https://jwkd.test"
 token_lifetime = "3s"

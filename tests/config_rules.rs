@@ -38,6 +38,7 @@ fn edit(edits: &[(&str, &str)]) -> String {
 const SCHEDULE: &str = r#"rotation_schedule = "*/2 * * * * *""#;
 const MAX_AGE: &str = r#"jwks_max_age = "1s""#;
 const SKEW: &str = r#"clock_skew = "0s""#;
+const REFRESH: &str = r#"refresh_interval = "500ms""#;
 const MAX_LIFETIME: &str = r#"max_token_lifetime = "3s""#;
 const TOKEN_LIFETIME: &str = r#"token_lifetime = "2s""#;
 const ALGORITHMS: &str = r#"algorithms = ["ES256"]"#;
@@ -92,6 +93,12 @@ fn rejected_cases() -> Vec<Case> {
             &["keys.rotation_schedule"],
         ),
         case(
+            "gap (2s) below jwks_max_age + clock_skew + refresh_interval (1s + 0s + 1500ms): a \
+             replica that re-reads the store late could serve the next key too late",
+            edit(&[(REFRESH, r#"refresh_interval = "1500ms""#)]),
+            &["keys.rotation_schedule", "store.refresh_interval"],
+        ),
+        case(
             "gap (2s) below jwks_max_age + clock_skew (1s + 2s)",
             edit(&[(SKEW, r#"clock_skew = "2s""#)]),
             &["keys.rotation_schedule"],
@@ -134,10 +141,7 @@ fn rejected_cases() -> Vec<Case> {
         ),
         case(
             "bad duration in store.refresh_interval",
-            edit(&[(
-                r#"refresh_interval = "1s""#,
-                r#"refresh_interval = "1 fortnight""#,
-            )]),
+            edit(&[(REFRESH, r#"refresh_interval = "1 fortnight""#)]),
             &["store.refresh_interval"],
         ),
         case(
@@ -185,8 +189,8 @@ fn accepted_cases() -> Vec<(&'static str, String)> {
     vec![
         ("the base config", base()),
         (
-            "gap (2s) exactly jwks_max_age + clock_skew (1s + 1s)",
-            edit(&[(SKEW, r#"clock_skew = "1s""#)]),
+            "gap (2s) exactly jwks_max_age + clock_skew + refresh_interval (1s + 500ms + 500ms)",
+            edit(&[(SKEW, r#"clock_skew = "500ms""#)]),
         ),
         (
             "token_lifetime equal to max_token_lifetime",

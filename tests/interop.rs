@@ -58,7 +58,7 @@ clock_skew = "0s"
 jwks_max_age = "1s"
 [store]
 path = "keyset.json"
-refresh_interval = "1s"
+refresh_interval = "500ms"
 [issuer]
 issuer = "https://issuer.test"
 token_lifetime = "4s"

@@ -35,7 +35,7 @@ struct History {
     algorithms: Vec<String>,
     /// `max_token_lifetime + clock_skew`.
     retention: TimeDelta,
-    /// `jwks_max_age + clock_skew`.
+    /// `jwks_max_age + clock_skew + store.refresh_interval`.
     lead: TimeDelta,
     /// The latest record of every kid ever listed by `keys --json`.
     keys: BTreeMap<String, Key>,
@@ -171,7 +171,7 @@ impl History {
             }
             if key.activates_at - key.created_at < self.lead && !self.is_first_key(key, keys) {
                 self.fail(format!(
-                    "key {} activates {} after its creation, less than jwks_max_age + clock_skew = {}\n{table}",
+                    "key {} activates {} after its creation, less than jwks_max_age + clock_skew + store.refresh_interval = {}\n{table}",
                     key.kid,
                     key.activates_at - key.created_at,
                     self.lead
@@ -404,7 +404,7 @@ impl History {
                 if let Some(obs) = late {
                     problems.push(format!(
                         "key {} activates at {} but was not in the JWKS fetched in [{}, {}], \
-                         less than jwks_max_age + clock_skew = {} before",
+                         less than jwks_max_age + clock_skew + store.refresh_interval = {} before",
                         key.kid, key.activates_at, obs.start, obs.end, self.lead
                     ));
                 }
@@ -529,7 +529,11 @@ fn run_rotation_timeline(algorithms: &[&str], min_rotations: usize) {
     let dir = TestDir::new(&with_algorithms(FAST_CONFIG, algorithms));
     let mut daemon = dir.serve();
     daemon.wait_ready(Duration::from_secs(20));
-    let mut history = History::new(algorithms, TimeDelta::seconds(3), TimeDelta::seconds(1));
+    let mut history = History::new(
+        algorithms,
+        TimeDelta::seconds(3),
+        TimeDelta::milliseconds(1500),
+    );
     let addr = daemon.addr();
     let stop = AtomicBool::new(false);
 
@@ -847,7 +851,11 @@ fn crash_safety_under_kill_9() {
     const MIN_KILLS: usize = 20;
     const MIN_ROTATIONS: usize = 5;
     let dir = TestDir::new(FAST_CONFIG);
-    let mut history = History::new(&["ES256"], TimeDelta::seconds(3), TimeDelta::seconds(1));
+    let mut history = History::new(
+        &["ES256"],
+        TimeDelta::seconds(3),
+        TimeDelta::milliseconds(1500),
+    );
     let mut rng = rand::rng();
     let mut store_seen = false;
     let mut kills = 0;

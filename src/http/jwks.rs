@@ -39,8 +39,8 @@ pub fn reply(
     let config = shared.config.load();
     let max_age = config.keys.jwks_max_age.as_secs();
     // A cache may serve a stale set for max-age + stale-while-revalidate; keys are
-    // pre-published for jwks_max_age + clock_skew, so the extra staleness allowed is
-    // the clock skew. stale-if-error only applies when jwkd cannot answer at all.
+    // served by every replica for jwks_max_age + clock_skew before they sign, so the
+    // extra staleness allowed is the clock skew. stale-if-error only applies when jwkd cannot answer at all.
     let cache_control = format!(
         "public, max-age={max_age}, stale-while-revalidate={}, stale-if-error=86400",
         config.keys.clock_skew.as_secs()

@@ -19,7 +19,12 @@
 //!   current key (as a replica sees it: never before the document's newest write);
 //! - no storm of operations stores more than the timeline needs: per family at
 //!   most one key waiting to activate, retired keys only within their
-//!   retention, and at most the one revoked key the last write revoked.
+//!   retention, and at most the one revoked key the last write revoked;
+//! - replicas serve (and sign from) the document they last read, which is up to
+//!   `refresh_interval` old; when their clocks agree within `clock_skew`, every
+//!   replica has served a key for `jwks_max_age` before any replica signs with
+//!   it, so a verifier that cached any replica's JWKS for `jwks_max_age` knows
+//!   the key (CONTRACT §4, the lead covers replica lag).
 
 use std::collections::{HashMap, HashSet};
 
@@ -57,6 +62,20 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Operations that keep every clock where it is.
+fn op_without_steps() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1..40_000i64).prop_map(Op::Run),
+        1 => (1..90_000i64).prop_map(Op::Down),
+        3 => any::<usize>().prop_map(Op::Rotate),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(writer, key)| Op::Revoke(writer, key)),
+    ]
+}
+
+fn phases() -> impl Strategy<Value = Vec<f64>> {
+    proptest::collection::vec(0.0..1.0f64, 3)
+}
+
 const SCHEDULES: [(&str, i64); 4] = [
     ("*/10 * * * * *", 10),
     ("0,7,30 * * * * *", 7),
@@ -68,12 +87,33 @@ fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, 0, 0, 0).unwrap()
 }
 
+/// What one replica serves.
+struct Snapshot {
+    keyset: Keyset,
+    /// The true time of the replica's first read; it re-reads every `refresh`
+    /// after that.
+    phase: DateTime<Utc>,
+    /// Since when the store holds a document this replica has not read yet.
+    stale_since: Option<DateTime<Utc>>,
+}
+
 struct Model {
     planner: Planner,
     families: Vec<Algorithm>,
     policy: Policy,
+    /// `jwks_max_age`: how long a verifier keeps a JWKS it fetched.
+    max_age: Duration,
+    /// `store.refresh_interval`: how long a replica serves a document it read.
+    refresh: Duration,
     /// The stored document.
     keyset: Keyset,
+    /// Per writer, the document it serves and signs from.
+    snapshots: Vec<Snapshot>,
+    /// Per writer and key, the true time the writer first served the key.
+    first_served: HashMap<(usize, String), DateTime<Utc>>,
+    /// Whether to check that every replica served a key for `max_age` before
+    /// one signs with it (holds while clocks agree pairwise within the skew).
+    check_caches: bool,
     /// The true time, which is also the store's clock.
     truth: DateTime<Utc>,
     /// Each writer's clock minus the true time.
@@ -122,7 +162,50 @@ impl Model {
 
     /// The instant `writer` evaluates key states at, as its HTTP handlers do.
     fn view_of(&self, writer: usize) -> DateTime<Utc> {
-        timeline::decision_time(&self.keyset, self.clock_of(writer))
+        timeline::decision_time(&self.snapshots[writer].keyset, self.clock_of(writer))
+    }
+
+    /// `writer` now serves the stored document: it re-read it, or wrote it.
+    fn serve_stored(&mut self, writer: usize) {
+        self.snapshots[writer].keyset = self.keyset.clone();
+        self.snapshots[writer].stale_since = None;
+        let view = self.view_of(writer);
+        for key in timeline::published_at(&self.snapshots[writer].keyset, &self.families, view) {
+            self.first_served
+                .entry((writer, key.kid.clone()))
+                .or_insert(self.truth);
+        }
+    }
+
+    /// When a replica whose snapshot went stale at `since` next re-reads: the
+    /// first of its reads (every `refresh` from its phase) after that instant.
+    /// One that read just before a write serves the old document for a whole
+    /// interval.
+    fn next_read(&self, snapshot: &Snapshot, since: DateTime<Utc>) -> DateTime<Utc> {
+        let refresh = self.refresh.num_milliseconds();
+        let elapsed = (since - snapshot.phase).num_milliseconds();
+        snapshot.phase + Duration::milliseconds((elapsed.div_euclid(refresh) + 1) * refresh)
+    }
+
+    /// Writers whose next read has come re-read the store. (Reads of a store
+    /// that did not change since change nothing, so only stale ones count.)
+    fn refresh_due(&mut self) {
+        for writer in 0..self.offsets.len() {
+            let snapshot = &self.snapshots[writer];
+            if let Some(since) = snapshot.stale_since
+                && self.truth >= self.next_read(snapshot, since)
+            {
+                self.serve_stored(writer);
+            }
+        }
+    }
+
+    /// The next instant a stale writer re-reads the store.
+    fn next_refresh(&self) -> Option<DateTime<Utc>> {
+        self.snapshots
+            .iter()
+            .filter_map(|snapshot| Some(self.next_read(snapshot, snapshot.stale_since?)))
+            .min()
     }
 
     fn operate(&mut self, writer: usize, operation: &Operation) -> Result<(), TestCaseError> {
@@ -175,6 +258,7 @@ impl Model {
                 self.revoked.insert(kid.clone());
             }
             self.store(keyset)?;
+            self.serve_stored(writer);
         }
         Ok(())
     }
@@ -193,6 +277,9 @@ impl Model {
             prop_assert_eq!(*seen, identity, "identity of {} changed", key.kid);
         }
         self.keyset = keyset;
+        for snapshot in &mut self.snapshots {
+            snapshot.stale_since.get_or_insert(self.truth);
+        }
         if self.checked {
             self.check_bounds()?;
         }
@@ -244,7 +331,7 @@ impl Model {
                     continue;
                 }
                 let view = self.view_of(writer);
-                if let Some(key) = timeline::current_at(&self.keyset, alg, view) {
+                if let Some(key) = timeline::current_at(&self.snapshots[writer].keyset, alg, view) {
                     if self.checked && !self.exempt.contains(&key.kid) {
                         prop_assert!(
                             key.activates_at - key.created_at >= self.policy.lead,
@@ -253,6 +340,9 @@ impl Model {
                             key.activates_at - key.created_at,
                             self.table()
                         );
+                        if self.check_caches {
+                            self.check_served_everywhere(writer, &key.kid)?;
+                        }
                     }
                     let iat = self.clock_of(writer);
                     let last = self.last_iat.entry(key.kid.clone()).or_insert(iat);
@@ -274,6 +364,28 @@ impl Model {
                 key.is_some_and(|key| timeline::state_at(key, truth).is_published()),
                 "{kid} gone or withdrawn {} after a token it signed at {iat}\n{}",
                 truth - *iat,
+                self.table()
+            );
+        }
+        Ok(())
+    }
+
+    /// `signer` signs with `kid` now: every replica has served it for
+    /// `max_age`, so no verifier holds a cached JWKS without it.
+    fn check_served_everywhere(&self, signer: usize, kid: &str) -> Result<(), TestCaseError> {
+        for replica in 0..self.offsets.len() {
+            let served = self.first_served.get(&(replica, kid.to_owned()));
+            prop_assert!(
+                served.is_some_and(|at| *at + self.max_age <= self.truth),
+                "writer {signer} signs with {kid}, which writer {replica} {} \
+                 (jwks_max_age {}, refresh_interval {}): a verifier that cached that \
+                 replica's JWKS rejects the token\n{}",
+                match served {
+                    Some(at) => format!("has served only since {at}"),
+                    None => "has not served yet".to_owned(),
+                },
+                self.max_age,
+                self.refresh,
                 self.table()
             );
         }
@@ -313,7 +425,7 @@ impl Model {
                 let retired = family()
                     .filter(|key| timeline::state_at(key, written) == KeyState::Retired)
                     .count() as i64;
-                let most = self.policy.retention.num_milliseconds()
+                let most = (self.policy.retention + self.policy.lag).num_milliseconds()
                     / self.policy.lead.num_milliseconds()
                     + 2;
                 prop_assert!(
@@ -331,6 +443,9 @@ impl Model {
     fn advance(&mut self, until: DateTime<Utc>, up: bool) -> Result<(), TestCaseError> {
         while self.truth < until {
             let mut step = until.min(self.truth + Duration::seconds(5));
+            if let Some(read) = self.next_refresh() {
+                step = step.min(read);
+            }
             for writer in 0..self.offsets.len() {
                 let view = self.view_of(writer);
                 if let Some(transition) = timeline::next_transition_after(&self.keyset, view) {
@@ -338,6 +453,7 @@ impl Model {
                 }
             }
             self.truth = step.max(self.truth + Duration::milliseconds(1));
+            self.refresh_due();
             if up {
                 self.maintain_all()?;
             }
@@ -368,6 +484,11 @@ struct Case<'a> {
     schedule_idx: usize,
     /// Where the lead lies between `clock_skew` and the shortest gap.
     lead_fraction: f64,
+    /// How much of the lead beyond `clock_skew` is `store.refresh_interval`
+    /// (the rest is `jwks_max_age`).
+    refresh_fraction: f64,
+    /// Each writer's first read of the store, as a fraction of the interval.
+    phases: &'a [f64],
     /// `clock_skew`.
     skew_ms: i64,
     /// `max_token_lifetime`.
@@ -377,6 +498,8 @@ struct Case<'a> {
     offsets: &'a [i64],
     /// Whether writers check their clocks as the daemon does.
     checked: bool,
+    /// Whether to check what verifiers' caches hold (clocks within the skew).
+    check_caches: bool,
 }
 
 /// Runs one case through `ops`.
@@ -384,11 +507,14 @@ fn run(case: &Case<'_>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let Case {
         schedule_idx,
         lead_fraction,
+        refresh_fraction,
+        phases,
         skew_ms,
         retention_ms,
         two_families,
         offsets,
         checked,
+        check_caches,
     } = *case;
     let (expression, gap) = SCHEDULES[schedule_idx];
     let schedule: Schedule = expression.parse().unwrap();
@@ -397,21 +523,43 @@ fn run(case: &Case<'_>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     } else {
         vec![Algorithm::EdDsa]
     };
-    // The config requires the shortest gap to be at least the lead, and the lead
-    // (jwks_max_age + clock_skew) to be at least the skew.
-    let skew = Duration::milliseconds(skew_ms.min(gap * 1000));
+    // The config requires the shortest gap to be at least the lead,
+    // jwks_max_age + clock_skew + refresh_interval, with a refresh interval above 0.
+    let skew = Duration::milliseconds(skew_ms.min(gap * 1000 - 1));
     let lead_ms = skew.num_milliseconds()
-        + ((gap * 1000 - skew.num_milliseconds()) as f64 * lead_fraction) as i64;
+        + 1
+        + ((gap * 1000 - 1 - skew.num_milliseconds()) as f64 * lead_fraction) as i64;
+    let beyond_skew = lead_ms - skew.num_milliseconds();
+    let refresh = Duration::milliseconds(((beyond_skew as f64 * refresh_fraction) as i64).max(1));
+    let max_age = Duration::milliseconds(lead_ms) - skew - refresh;
     let policy = Policy {
         lead: Duration::milliseconds(lead_ms),
         retention: Duration::milliseconds(retention_ms) + skew,
         skew,
+        lag: refresh,
     };
     let mut model = Model {
         planner: Planner::from_parts(families.clone(), schedule, policy, false),
         families,
         policy,
+        max_age,
+        refresh,
         keyset: Keyset::default(),
+        snapshots: (0..offsets.len())
+            .map(|writer| {
+                let phase = phases.get(writer).copied().unwrap_or(0.0);
+                Snapshot {
+                    keyset: Keyset::default(),
+                    phase: t0()
+                        + Duration::milliseconds(
+                            (refresh.num_milliseconds() as f64 * phase) as i64,
+                        ),
+                    stale_since: None,
+                }
+            })
+            .collect(),
+        first_served: HashMap::new(),
+        check_caches,
         truth: t0(),
         offsets: offsets
             .iter()
@@ -480,12 +628,32 @@ proptest! {
     fn writers_within_the_skew_agree_and_keep_every_key_needed(
         schedule_idx in 0..SCHEDULES.len(),
         lead_fraction in 0.0..=1.0f64,
+        refresh_fraction in 0.0..=1.0f64,
+        phases in phases(),
         (skew_ms, offsets) in (0..4_000i64).prop_flat_map(|skew| (Just(skew), offsets_within(skew))),
         retention_ms in 0..30_000i64,
         two_families in any::<bool>(),
         ops in proptest::collection::vec(op(), 1..40),
     ) {
-        run(&Case { schedule_idx, lead_fraction, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true }, ops)?;
+        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true, check_caches: false }, ops)?;
+    }
+
+    /// Replicas whose clocks agree within `clock_skew` and that each re-read
+    /// the store on their own phase: whichever replica a verifier fetched the
+    /// JWKS from, within `jwks_max_age` before a token was signed, it knew the
+    /// token's key.
+    #[test]
+    fn every_replica_serves_a_key_for_jwks_max_age_before_any_signs_with_it(
+        schedule_idx in 0..SCHEDULES.len(),
+        lead_fraction in 0.0..=1.0f64,
+        refresh_fraction in 0.0..=1.0f64,
+        phases in phases(),
+        (skew_ms, offsets) in (0..4_000i64).prop_flat_map(|skew| (Just(skew), offsets_within(skew))),
+        retention_ms in 0..30_000i64,
+        two_families in any::<bool>(),
+        ops in proptest::collection::vec(op_without_steps(), 1..40),
+    ) {
+        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true, check_caches: true }, ops)?;
     }
 
     /// Writers with any clocks that do not check them: whatever they decide,
@@ -494,12 +662,14 @@ proptest! {
     fn whatever_the_clocks_every_stored_document_loads(
         schedule_idx in 0..SCHEDULES.len(),
         lead_fraction in 0.0..=1.0f64,
+        refresh_fraction in 0.0..=1.0f64,
+        phases in phases(),
         skew_ms in 0..4_000i64,
         offsets in proptest::collection::vec(-400_000..400_000i64, 1..=3),
         retention_ms in 0..30_000i64,
         ops in proptest::collection::vec(op(), 1..30),
     ) {
-        run(&Case { schedule_idx, lead_fraction, skew_ms, retention_ms, two_families: false, offsets: &offsets, checked: false }, ops)?;
+        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families: false, offsets: &offsets, checked: false, check_caches: false }, ops)?;
     }
 
     /// Writers beyond the tolerance from the start (one far behind, one far
@@ -509,6 +679,8 @@ proptest! {
     fn a_writer_beyond_the_skew_changes_nothing(
         schedule_idx in 0..SCHEDULES.len(),
         lead_fraction in 0.0..=1.0f64,
+        refresh_fraction in 0.0..=1.0f64,
+        phases in phases(),
         skew_ms in 0..4_000i64,
         behind in 1..300_000i64,
         ahead in 1..300_000_000i64,
@@ -516,6 +688,6 @@ proptest! {
         ops in proptest::collection::vec(op(), 1..30),
     ) {
         let offsets = [0, -(skew_ms + behind), skew_ms + ahead];
-        run(&Case { schedule_idx, lead_fraction, skew_ms, retention_ms, two_families: true, offsets: &offsets, checked: true }, ops)?;
+        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families: true, offsets: &offsets, checked: true, check_caches: false }, ops)?;
     }
 }

@@ -81,16 +81,23 @@ fn check_with_skew(
     events: &str,
     expect: expect_test::Expect,
 ) {
+    let policy = Policy {
+        lead: Duration::seconds(lead),
+        retention: Duration::seconds(retention),
+        skew: Duration::seconds(skew),
+        lag: Duration::zero(),
+    };
+    check_with_policy(schedule, policy, events, expect);
+}
+
+/// [`check`] with every part of the policy.
+fn check_with_policy(schedule: &str, policy: Policy, events: &str, expect: expect_test::Expect) {
     let schedule: Schedule = schedule.parse().unwrap();
     let families = [Algorithm::Es256];
     let plan = Plan {
         families: &families,
         schedule: &schedule,
-        policy: Policy {
-            lead: Duration::seconds(lead),
-            retention: Duration::seconds(retention),
-            skew: Duration::seconds(skew),
-        },
+        policy,
     };
     let mut maker = FakeMaker::default();
     let mut keyset = Keyset::default();
@@ -245,6 +252,38 @@ fn rotate_now_and_later() {
 }
 
 #[test]
+fn a_rotation_that_cuts_signing_short_covers_replicas_that_have_not_reread() {
+    // At 16 s the next key (made at 10 s, lead 5 s) becomes current at once.
+    // Replicas that read the store before 16 s sign with ES256-2 until they
+    // re-read, up to the refresh interval (3 s) later: ES256-2 stays published
+    // for the retention (7 s) after 19 s, not after 16 s.
+    check_with_policy(
+        "*/10 * * * * *",
+        Policy {
+            lead: Duration::seconds(5),
+            retention: Duration::seconds(7),
+            skew: Duration::zero(),
+            lag: Duration::seconds(3),
+        },
+        "maintain 0; maintain 10; rotate 16",
+        expect_test::expect![[r#"
+            @0 maintain
+              ES256-1  current created    0 activates    0 deactivates   10 expires   17
+              ES256-2  next    created    0 activates   10 deactivates    - expires    -
+            @10 maintain
+              ES256-1  retired created    0 activates    0 deactivates   10 expires   17
+              ES256-2  current created    0 activates   10 deactivates   20 expires   27
+              ES256-3  next    created   10 activates   20 deactivates    - expires    -
+            @16 rotate
+              ES256-1  retired created    0 activates    0 deactivates   10 expires   17
+              ES256-2  retired created    0 activates   10 deactivates   16 expires   26
+              ES256-3  current created   10 activates   16 deactivates   30 expires   37
+              ES256-4  next    created   16 activates   30 deactivates    - expires    -
+        "#]],
+    );
+}
+
+#[test]
 fn revoke_current_and_next() {
     check(
         "*/10 * * * * *",
@@ -278,6 +317,7 @@ fn unknown_and_repeated_revocations_are_refused() {
             lead: Duration::seconds(5),
             retention: Duration::seconds(7),
             skew: Duration::zero(),
+            lag: Duration::zero(),
         },
     };
     let mut maker = FakeMaker::default();
@@ -305,6 +345,7 @@ fn a_dropped_family_stops_signing_and_retires() {
         lead: Duration::seconds(5),
         retention: Duration::seconds(7),
         skew: Duration::zero(),
+        lag: Duration::zero(),
     };
     let mut maker = FakeMaker::default();
     let plan = Plan {
@@ -419,6 +460,7 @@ fn a_first_key_is_current_by_any_clock_within_the_skew_without_a_floor() {
             lead: Duration::seconds(70),
             retention: Duration::seconds(100),
             skew: Duration::seconds(60),
+            lag: Duration::zero(),
         },
     };
     let (keyset, _) = ok(maintain_at(

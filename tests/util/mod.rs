@@ -33,7 +33,7 @@ pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Rotates every 2 s; a retired key lives 3 s. The next key must be published
-/// `jwks_max_age + clock_skew` = 1 s before it signs.
+/// `jwks_max_age + clock_skew + store.refresh_interval` = 1.5 s before it signs.
 pub const FAST_CONFIG: &str = r#"[server]
 listen = "127.0.0.1:0"
 
@@ -48,7 +48,7 @@ x5c = true
 [store]
 backend = "file"
 path = "keyset.json"
-refresh_interval = "1s"
+refresh_interval = "500ms"
 "#;
 
 /// Rotates daily at 03:00 UTC; nothing rotates or expires while a test runs.

@@ -655,26 +655,22 @@ async fn api_calls_per_refresh_and_per_rotation() {
         return;
     };
     // Three windows at once, each on its own secret: refreshes only (a daily
-    // schedule), then rotations only (an hour-long refresh interval) with one and
-    // with three replicas. Each rotation window spans exactly 3 rotation instants.
+    // schedule), then rotations with one and with three replicas. Each rotation
+    // window spans exactly 3 rotation instants. The lead covers the refresh
+    // interval, so a 2 s schedule with a 1 s max-age re-reads every 500 ms: the
+    // rotation windows also hold one read per refresh per replica.
     let rotation_window = Duration::from_secs(6);
     let (refreshes, one, three) = tokio::join!(
         count_calls(&endpoint, 1, "0 3 * * *", "1s", Duration::from_millis(5500)),
-        count_calls(&endpoint, 1, "*/2 * * * * *", "1h", rotation_window),
-        count_calls(&endpoint, 3, "*/2 * * * * *", "1h", rotation_window),
+        count_calls(&endpoint, 1, "*/2 * * * * *", "500ms", rotation_window),
+        count_calls(&endpoint, 3, "*/2 * * * * *", "500ms", rotation_window),
     );
     eprintln!(
         "API calls, 1 replica, refresh_interval 1s, 5.5 s, no rotation: {:?}",
         refreshes.0
     );
-    eprintln!(
-        "API calls, 1 replica, 3 rotations (no refresh): {:?}",
-        one.0
-    );
-    eprintln!(
-        "API calls, 3 replicas, 3 rotations (no refresh): {:?}",
-        three.0
-    );
+    eprintln!("API calls, 1 replica, 3 rotations, 6 s: {:?}", one.0);
+    eprintln!("API calls, 3 replicas, 3 rotations, 6 s: {:?}", three.0);
 
     let gets = refreshes.0.get("GetSecretValue").copied().unwrap_or(0);
     assert_eq!(
@@ -689,14 +685,24 @@ async fn api_calls_per_refresh_and_per_rotation() {
     );
 
     let rotations = 3;
+    // At most one read per refresh interval per replica in the 6 s window.
+    let refresh_reads = 12 + 1;
+    let one_count = |operation: &str| one.0.get(operation).copied().unwrap_or(0);
     assert_eq!(
-        one.0,
-        BTreeMap::from([
-            ("PutSecretValue".to_owned(), rotations),
-            ("UpdateSecretVersionStage".to_owned(), rotations),
-        ]),
-        "one replica: one put and one label move per rotation"
+        (
+            one_count("PutSecretValue"),
+            one_count("UpdateSecretVersionStage")
+        ),
+        (rotations, rotations),
+        "one replica: one put and one label move per rotation: {:?}",
+        one.0
     );
+    assert!(
+        one_count("GetSecretValue") <= refresh_reads,
+        "one replica reads only to refresh: {:?}",
+        one.0
+    );
+    assert_eq!(one.0.len(), 3, "{:?}", one.0);
 
     let count = |operation: &str| three.0.get(operation).copied().unwrap_or(0);
     assert!(count("PutSecretValue") <= 3 * rotations, "{:?}", three.0);
@@ -706,7 +712,7 @@ async fn api_calls_per_refresh_and_per_rotation() {
         three.0
     );
     assert!(
-        count("GetSecretValue") <= 2 * 2 * rotations,
+        count("GetSecretValue") <= 3 * refresh_reads + 2 * 2 * rotations,
         "{:?}",
         three.0
     );
