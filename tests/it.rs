@@ -7,6 +7,8 @@ mod clocks;
 mod config_rules;
 mod hardening;
 mod interop;
+mod packaging;
+mod readme;
 mod rotation;
 mod store_file;
 mod systemd;

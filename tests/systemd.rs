@@ -243,7 +243,21 @@ fn cargo_deb_metadata_ships_binary_unit_and_config() {
         })
         .collect();
     for (source, _) in &assets {
-        if !source.starts_with("target/release/") {
+        if source.starts_with("target/release/") {
+            continue;
+        }
+        if let Some((dir, suffix)) = source.split_once("/*") {
+            // A glob such as packaging/man/*.1: it must match something.
+            let matches = std::fs::read_dir(repo_file(dir))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter(|entry| entry.file_name().to_string_lossy().ends_with(suffix))
+                        .count()
+                })
+                .unwrap_or(0);
+            assert!(matches > 0, "asset {source} matches no file");
+        } else {
             assert!(repo_file(source).is_file(), "asset {source} does not exist");
         }
     }
@@ -256,6 +270,20 @@ fn cargo_deb_metadata_ships_binary_unit_and_config() {
     assert_eq!(dest_of("target/release/jwkd"), Some("usr/bin/"));
     // The path the unit's ExecStart reads.
     assert_eq!(dest_of("packaging/jwkd.toml"), Some("etc/jwkd/jwkd.toml"));
+    // Completions where bash-completion, zsh and fish look, and the man pages.
+    assert_eq!(
+        dest_of("packaging/completions/jwkd.bash"),
+        Some("usr/share/bash-completion/completions/jwkd")
+    );
+    assert_eq!(
+        dest_of("packaging/completions/_jwkd"),
+        Some("usr/share/zsh/vendor-completions/_jwkd")
+    );
+    assert_eq!(
+        dest_of("packaging/completions/jwkd.fish"),
+        Some("usr/share/fish/vendor_completions.d/jwkd.fish")
+    );
+    assert_eq!(dest_of("packaging/man/*.1"), Some("usr/share/man/man1/"));
     let units = deb["systemd-units"]["unit-scripts"]
         .as_str()
         .expect("systemd-units.unit-scripts");
