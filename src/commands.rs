@@ -262,9 +262,7 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
     ));
     tracker.close();
 
-    for address in &addresses {
-        tracing::info!("listening on {address}");
-    }
+    tracing::info!("{}", startup_line(config, store.as_ref(), &addresses));
     // Keyset loaded and published, listeners bound: systemd may start what depends on us.
     crate::runtime::notify_ready(&status);
 
@@ -277,6 +275,30 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
         tracing::warn!("shutdown deadline passed with work in flight");
     }
     Ok(())
+}
+
+/// The one line that says the daemon is serving: what runs, from which config,
+/// on which store and keys, and every address it actually listens on (the real
+/// port where the config says `:0`). The addresses come last, each followed by
+/// a space or the end of the line, so scripts can cut them out.
+fn startup_line(config: &Config, store: &dyn KeyStore, addresses: &[String]) -> String {
+    let store = match config.store.backend {
+        Backend::File { .. } => format!("file {}", store.location()),
+        Backend::AwsSecretsManager { .. } => store.location(),
+    };
+    let families: Vec<&str> = config
+        .keys
+        .algorithms
+        .iter()
+        .map(|alg| alg.name())
+        .collect();
+    format!(
+        "jwkd {} ready: config {}; store {store}; key families {}; listening on {}",
+        env!("CARGO_PKG_VERSION"),
+        config.file.display(),
+        families.join(", "),
+        addresses.join(" and ")
+    )
 }
 
 async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

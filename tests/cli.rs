@@ -340,3 +340,51 @@ fn missing_config_file_exits_2_naming_the_path() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn serve_says_in_one_line_what_it_runs_and_every_address_it_listens_on() {
+    let config = replace_once(
+        &with_algorithms(SLOW_CONFIG, &["ES256", "RS256"]),
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nprivate_listen = \"127.0.0.1:0\"",
+    );
+    let dir = TestDir::new(&config);
+    let mut daemon = dir.serve();
+    let public = daemon.wait_listening(util::LISTEN_TIMEOUT);
+    let output = daemon.stderr_text();
+    let ready: Vec<&str> = output
+        .lines()
+        .filter(|line| line.contains(" ready: "))
+        .collect();
+    assert_eq!(ready.len(), 1, "one startup line\n{output}");
+    let line = ready[0];
+    assert!(line.contains(" INFO "), "at info level: {line}");
+    let expected = format!(
+        "jwkd {} ready: config {}; store file {}; key families ES256, RS256; listening on http://{public} and http://",
+        env!("CARGO_PKG_VERSION"),
+        dir.config_path().display(),
+        dir.store_path().display(),
+    );
+    assert!(
+        line.contains(&expected),
+        "expected\n{expected}\ngot\n{line}"
+    );
+    let private: std::net::SocketAddr = line
+        .rsplit("and http://")
+        .next()
+        .and_then(|rest| rest.strip_suffix(" (issuer and admin)"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no private address at the end of\n{line}"));
+    assert_ne!(private.port(), 0, "{line}");
+    assert_ne!(private, public, "{line}");
+    // The private address is the one bound: it answers (and only its own routes).
+    util::http(private, "GET", "/.well-known/jwks.json", &[], b"")
+        .unwrap_or_else(|err| panic!("nothing listens on {private}: {err}\n{output}"))
+        .assert_json_error(404);
+    // The parts it replaces are gone: no second, partial line about listening.
+    assert_eq!(
+        output.matches("listening on").count(),
+        1,
+        "one line names the addresses\n{output}"
+    );
+}

@@ -575,15 +575,16 @@ fn the_private_listener_alone_serves_issuer_and_admin_endpoints() {
         "grant_type=client_credentials",
     );
     assert_eq!(response.status, 200, "{response}");
+    // `... listening on http://PUBLIC and http://PRIVATE (issuer and admin)`.
     let private = daemon
         .stderr_text()
         .lines()
         .find_map(|line| {
-            line.split("listening on http://")
-                .nth(1)
-                .filter(|rest| rest.contains("issuer and admin"))
+            line.split(" and http://")
+                .nth(1)?
+                .strip_suffix(" (issuer and admin)")
+                .map(str::to_owned)
         })
-        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|addr| addr.parse().ok())
         .unwrap_or_else(|| panic!("no private listener in\n{}", daemon.stderr_text()));
     let response = crate::util::http(private, "GET", "/v1/signing-keys", &auth, b"").unwrap();

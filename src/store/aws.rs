@@ -90,6 +90,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub struct SecretsManagerStore {
     client: Client,
     secret_id: String,
+    /// The client's region, for messages.
+    region: Option<String>,
     clock: ClockProbe,
 }
 
@@ -189,7 +191,7 @@ impl SecretsManagerStore {
         let sdk_config = loader.load().await;
         if sdk_config.region().is_none() {
             return Err(StoreError::Unavailable {
-                location: location(secret_id),
+                location: location(secret_id, None),
                 reason:
                     "no AWS region: set store.region, AWS_REGION or a region in the AWS profile"
                         .into(),
@@ -214,6 +216,7 @@ impl SecretsManagerStore {
         let clock = ClockProbe::default();
         let config = config.to_builder().interceptor(clock.clone()).build();
         SecretsManagerStore {
+            region: config.region().map(ToString::to_string),
             client: Client::from_conf(config),
             secret_id: secret_id.to_owned(),
             clock,
@@ -435,8 +438,11 @@ fn describe(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The name stores use in messages.
-fn location(secret_id: &str) -> String {
-    format!("aws-secrets-manager:{secret_id}")
+fn location(secret_id: &str, region: Option<&str>) -> String {
+    match region {
+        Some(region) => format!("aws-secrets-manager secret {secret_id} in {region}"),
+        None => format!("aws-secrets-manager secret {secret_id}"),
+    }
 }
 
 /// The `ClientRequestToken` (and so the `VersionId`) of writing `document` over
@@ -468,7 +474,7 @@ pub fn client_request_token(base: Option<&Version>, document: &[u8]) -> String {
 #[async_trait::async_trait]
 impl KeyStore for SecretsManagerStore {
     fn location(&self) -> String {
-        location(&self.secret_id)
+        location(&self.secret_id, self.region.as_deref())
     }
 
     async fn load(&self) -> Result<Snapshot, StoreError> {

@@ -67,7 +67,7 @@ pub enum StoreError {
 /// A durable home for the keyset document.
 #[async_trait::async_trait]
 pub trait KeyStore: Send + Sync + 'static {
-    /// Where the keyset lives, for messages: a path or a secret id.
+    /// Where the keyset lives, for messages: a path, or a secret id and its region.
     fn location(&self) -> String;
 
     /// Loads the current document.
