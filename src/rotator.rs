@@ -297,6 +297,18 @@ pub struct Rotator {
     /// Set while this host's clock is beyond `clock_skew` from the store or
     /// the stored document: no writes until it clears.
     skew: Option<Skew>,
+    /// The store failures since the last success, so a recovery can say how
+    /// long the outage lasted.
+    outage: Option<Outage>,
+}
+
+/// Store operations failing in a row.
+#[derive(Clone, Copy, Debug)]
+struct Outage {
+    /// When the first of them failed.
+    since: DateTime<Utc>,
+    /// How many failed.
+    failed_attempts: u64,
 }
 
 impl Rotator {
@@ -314,6 +326,7 @@ impl Rotator {
             watchdog: None,
             status: None,
             skew: None,
+            outage: None,
         }
     }
 
@@ -463,9 +476,21 @@ impl Rotator {
     }
 
     fn record_success(&mut self) {
+        let now = self.clock.now();
+        if let Some(outage) = self.outage.take() {
+            let attempts = match outage.failed_attempts {
+                1 => "1 failed attempt".to_owned(),
+                many => format!("{many} failed attempts"),
+            };
+            tracing::info!(
+                "keyset store {} is reachable again after {attempts} over {}",
+                self.store.location(),
+                format_elapsed((now - outage.since).to_std().unwrap_or_default())
+            );
+        }
         self.retry_delay = None;
         self.shared.store_status.store(Arc::new(StoreStatus {
-            last_success: Some(self.clock.now()),
+            last_success: Some(now),
             last_error: None,
             public_error: None,
         }));
@@ -482,6 +507,12 @@ impl Rotator {
 
     fn record_failure(&mut self, error: &str, public: &'static str) {
         self.shared.metrics.store_errors.inc();
+        let now = self.clock.now();
+        let outage = self.outage.get_or_insert(Outage {
+            since: now,
+            failed_attempts: 0,
+        });
+        outage.failed_attempts += 1;
         // Never wait longer than a healthy replica waits between reads, so that every
         // replica notices a recovered store within the refresh interval.
         let cap = RETRY_MAX.min(self.shared.config.load().store.refresh_interval);
@@ -746,6 +777,16 @@ fn log_changes(changes: &[Change]) {
     }
 }
 
+/// How long an outage lasted, for a log line: `12.3s` under a minute, else
+/// whole seconds as the config writes them (`3m12s`).
+fn format_elapsed(elapsed: Duration) -> String {
+    if elapsed < Duration::from_secs(60) {
+        format!("{:.1}s", elapsed.as_secs_f64())
+    } else {
+        crate::config::format_duration(Duration::from_secs(elapsed.as_secs()))
+    }
+}
+
 /// Spreads retries of several replicas: a delay between 50% and 100% of `delay`.
 fn jitter(delay: Duration) -> Duration {
     let factor: f64 = rand::random_range(0.5..=1.0);
@@ -951,6 +992,95 @@ mod tests {
             .unwrap();
         assert!(shared.view.load().clock.skew.is_none());
         rotator.run(&Operation::Rotate).await.unwrap();
+    }
+
+    /// Log lines written while the returned guard lives (this thread only:
+    /// `#[tokio::test]` runs the rotator on it).
+    fn capture_logs() -> (
+        Arc<std::sync::Mutex<Vec<u8>>>,
+        tracing::subscriber::DefaultGuard,
+    ) {
+        #[derive(Clone)]
+        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let buffer = Buffer(Arc::clone(&logs));
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || buffer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    #[tokio::test]
+    async fn a_recovered_store_is_logged_once_with_the_outage() {
+        let store = Arc::new(MemoryStore::default());
+        let config = Config::parse(
+            r#"
+            [keys]
+            rotation_schedule = "0 3 * * *"
+            [store]
+            refresh_interval = "1s"
+            "#,
+            std::path::Path::new("/tmp/jwkd-test.toml"),
+        )
+        .unwrap();
+        let shared = Arc::new(Shared::new(config).unwrap());
+        let start = Utc::now();
+        let clock = Arc::new(ManualClock(std::sync::Mutex::new(start)));
+        let mut rotator = Rotator::new(store.clone(), clock.clone(), shared.clone());
+        let (logs, _guard) = capture_logs();
+        let text = || String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        rotator.tick().await;
+
+        // Three failed reads, the first at +1s, then the store answers at +13.3s.
+        store.unavailable.store(true, Ordering::SeqCst);
+        for at_ms in [1000, 5000, 10_000] {
+            clock.set(start + chrono::Duration::milliseconds(at_ms));
+            rotator.tick().await;
+        }
+        assert!(!text().contains("reachable again"), "{}", text());
+        store.unavailable.store(false, Ordering::SeqCst);
+        clock.set(start + chrono::Duration::milliseconds(13_300));
+        rotator.tick().await;
+        // Healthy passes after it say nothing more.
+        for at_ms in [14_400, 15_500] {
+            clock.set(start + chrono::Duration::milliseconds(at_ms));
+            rotator.tick().await;
+        }
+        let text = text();
+        let recovered: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("reachable again"))
+            .collect();
+        assert_eq!(recovered.len(), 1, "{text}");
+        assert!(
+            recovered[0].contains(
+                " INFO jwkd::rotator: keyset store memory is reachable again after 3 failed attempts over 12.3s"
+            ),
+            "{text}"
+        );
+
+        // A single failure is counted as one.
+        store.unavailable.store(true, Ordering::SeqCst);
+        clock.set(start + chrono::Duration::seconds(17));
+        rotator.tick().await;
+        store.unavailable.store(false, Ordering::SeqCst);
+        clock.set(start + chrono::Duration::seconds(90));
+        rotator.tick().await;
+        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("is reachable again after 1 failed attempt over 1m13s"),
+            "{text}"
+        );
     }
 
     /// A store whose reads never return while `hang` is set.
