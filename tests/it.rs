@@ -2,6 +2,7 @@ mod util;
 
 mod aws;
 mod cli;
+mod client_examples;
 mod client_rotation;
 mod clocks;
 mod config_rules;
