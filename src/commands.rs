@@ -328,7 +328,9 @@ async fn reload_on_signal(
                 let config = match Config::load(&config_file) {
                     Ok(config) => config,
                     Err(err) => {
-                        tracing::error!("reload refused, keeping the running config: {err}");
+                        for problem in err.lines() {
+                            tracing::error!("reload refused, keeping the running config: {problem}");
+                        }
                         crate::runtime::notify_reloaded(None);
                         continue;
                     }

@@ -87,21 +87,26 @@ pub struct Problem {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (problem_idx, problem) in self.problems.iter().enumerate() {
-            if problem_idx > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "config {}: ", self.file.display())?;
-            if !problem.key.is_empty() {
-                write!(f, "{}: ", problem.key)?;
-            }
-            f.write_str(&problem.message)?;
-        }
-        Ok(())
+        f.write_str(&self.lines().collect::<Vec<_>>().join("\n"))
     }
 }
 
 impl ConfigError {
+    /// One line per problem, `config FILE: KEY: MESSAGE`, so that whoever
+    /// prints them can mark each line (`error: `, a syslog level).
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.problems.iter().map(|problem| {
+            let mut line = format!("config {}: ", self.file.display());
+            if !problem.key.is_empty() {
+                line.push_str(&problem.key);
+                line.push_str(": ");
+            }
+            // A cause quoted from elsewhere (an SDK, the OS) must not start a line of its own.
+            line.push_str(&problem.message.replace('\n', " "));
+            line
+        })
+    }
+
     /// An error with a single problem.
     pub fn one(file: &Path, key: &str, message: impl Into<String>) -> ConfigError {
         ConfigError {

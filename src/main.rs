@@ -52,13 +52,15 @@ fn main() -> ExitCode {
     match runtime.block_on(jwkd::commands::run(cli, &env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // Config errors may have several problems, one per line; everything else is one line.
+            // Config errors may have several problems, one `error: ` line each;
+            // everything else is one line.
             if let Some(config_error) = err
                 .chain()
                 .find_map(|cause| cause.downcast_ref::<ConfigError>())
             {
-                let message = format!("error: {config_error}");
-                eprintln!("{}", jwkd::runtime::prefix_lines(error_prefix, &message));
+                for line in config_error.lines() {
+                    eprintln!("{error_prefix}error: {line}");
+                }
                 ExitCode::from(2)
             } else {
                 eprintln!("{error_prefix}error: {err:#}");

@@ -347,3 +347,35 @@ fn check_config_accepts_near_misses() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn every_problem_is_a_line_of_its_own_marked_as_an_error() {
+    let config = edit(&[
+        (TOKEN_LIFETIME, r#"token_lifetime = "1h""#),
+        ("x5c = true", "x5c = true\nrotation_schedul = \"0 3 * * *\""),
+    ]);
+    let dir = TestDir::new(&config);
+    let config_path = dir.config_path().display().to_string();
+    let mut outputs = vec![("check-config", dir.run("check-config", &[]).stderr)];
+    let mut daemon = Daemon::spawn(&dir.config_path());
+    assert!(
+        daemon.wait_exit(Duration::from_secs(20)).is_some(),
+        "serve did not refuse to start\n{}",
+        daemon.stderr_text()
+    );
+    outputs.push(("serve", daemon.stderr_text()));
+    for (verb, stderr) in outputs {
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 2, "{verb}: two problems, two lines\n{stderr}");
+        let prefix = format!("error: config {config_path}: ");
+        assert!(
+            lines.iter().all(|line| line.starts_with(&prefix)),
+            "{verb}: every line starts with {prefix:?}\n{stderr}"
+        );
+        assert!(
+            stderr.contains("keys.rotation_schedul: unknown key (did you mean rotation_schedule?)")
+                && stderr.contains("issuer.token_lifetime: 1h is longer than"),
+            "{verb}\n{stderr}"
+        );
+    }
+}
