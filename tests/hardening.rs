@@ -657,6 +657,153 @@ fn failed_authentication_is_throttled_per_source() {
     assert_eq!(lines, 1, "logged once a minute per source:\n{log}");
 }
 
+/// A request from the local address `from`: the status and the body.
+fn request_from(
+    daemon: &Daemon,
+    from: &str,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .local_address(from.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap();
+        let mut request = client
+            .request(method, format!("http://{}{path}", daemon.addr()))
+            .body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    })
+}
+
+#[test]
+fn failed_authentication_is_logged_with_the_check_that_failed_never_the_secret() {
+    let dir = TestDir::new(&limited_config(""));
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let post_token = |from: &str, authorization: Option<&str>, body: &str| {
+        let mut headers = vec![FORM];
+        headers.extend(authorization.map(|value| ("Authorization", value)));
+        request_from(
+            &daemon,
+            from,
+            reqwest::Method::POST,
+            "/oauth2/token",
+            &headers,
+            body,
+        )
+    };
+    let grant = "grant_type=client_credentials";
+    let secrets = [
+        "Wr0ng-Secret-1",
+        "Unkn0wn-Secret-2",
+        "Colonless-Secret-3",
+        "Twice-Secret-4",
+        "Bearer-Secret-5",
+    ];
+    // Each from an address of its own: a new address is always heard.
+    let wrong = post_token("127.0.0.21", Some(&basic("orders", secrets[0])), grant);
+    let unknown = post_token("127.0.0.22", Some(&basic("ordres", secrets[1])), grant);
+    assert_eq!(wrong.0, 401);
+    assert_eq!(wrong, unknown, "the peer cannot tell them apart");
+    assert_eq!(
+        post_token("127.0.0.23", Some("Basic !!!not-base64"), grant).0,
+        401
+    );
+    let colonless = format!("Basic {}", STANDARD.encode(secrets[2]));
+    assert_eq!(post_token("127.0.0.24", Some(&colonless), grant).0, 401);
+    let twice = format!("{grant}&client_id=orders&client_secret={}", secrets[3]);
+    assert_eq!(
+        post_token("127.0.0.25", Some(&basic("orders", secrets[3])), &twice).0,
+        400
+    );
+    let bearer = format!("Bearer {}", secrets[4]);
+    let signing_keys = request_from(
+        &daemon,
+        "127.0.0.26",
+        reqwest::Method::GET,
+        "/v1/signing-keys",
+        &[("Authorization", &bearer)],
+        "",
+    );
+    assert_eq!(signing_keys.0, 401);
+    assert_eq!(post_token("127.0.0.27", None, grant).0, 401);
+    // A second failure from an address within the minute is not logged again.
+    assert_eq!(
+        post_token("127.0.0.21", Some(&basic("nobody", secrets[0])), grant).0,
+        401
+    );
+
+    let log = daemon.stderr_text();
+    let failed = |source: &str| -> Vec<&str> {
+        log.lines()
+            .filter(|line| {
+                line.contains("client authentication failed: ")
+                    && line.ends_with(&format!(" source={source}"))
+            })
+            .collect()
+    };
+    let mut problems = Vec::new();
+    for (source, says) in [
+        (
+            "127.0.0.21",
+            "wrong secret (logged once a minute per source) client=orders",
+        ),
+        (
+            "127.0.0.22",
+            "unknown client (logged once a minute per source) client=ordres",
+        ),
+        (
+            "127.0.0.23",
+            "malformed credentials: the Basic credentials are not valid base64 (logged",
+        ),
+        (
+            "127.0.0.24",
+            "malformed credentials: the Basic credentials have no ':' (logged",
+        ),
+        (
+            "127.0.0.25",
+            "credentials sent twice, in the header and in the form (logged once a minute per source) client=orders",
+        ),
+        (
+            "127.0.0.26",
+            "malformed credentials: expected Bearer <client_id>:<client_secret> (logged",
+        ),
+        ("127.0.0.27", "no credentials (logged"),
+    ] {
+        let lines = failed(source);
+        let expected = format!("client authentication failed: {says}");
+        if lines.len() != 1 || !lines[0].contains(" WARN ") || !lines[0].contains(&expected) {
+            problems.push(format!(
+                "from {source}: expected one WARN line with {expected:?}, got {lines:#?}"
+            ));
+        }
+    }
+    for secret in secrets {
+        if log.contains(secret) {
+            problems.push(format!("the secret {secret:?} is in the log"));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{}
+---- log ----
+{log}",
+        problems.join("\n")
+    );
+}
+
 // ---- secrets at rest ----
 
 #[test]

@@ -9,6 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use warp::http::StatusCode;
 
 use super::error::ApiError;
+use super::throttle::Topic;
 use crate::config::{ClientConfig, Role};
 use crate::state::Shared;
 
@@ -31,11 +32,11 @@ fn decode_component(text: &str) -> String {
 /// Reads the `Authorization` header: `Basic` always, `Bearer id:secret` when allowed.
 ///
 /// # Errors
-/// `invalid_client` when the header is present but cannot be read.
-pub fn from_header(
+/// Why the header is present but cannot be read (never a part of it).
+fn parse_header(
     header: Option<&str>,
     allow_bearer: bool,
-) -> Result<Option<Presented>, ApiError> {
+) -> Result<Option<Presented>, &'static str> {
     let Some(header) = header else {
         return Ok(None);
     };
@@ -45,24 +46,120 @@ pub fn from_header(
             .decode(value.trim())
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| invalid_client("the Basic credentials are not valid base64"))?;
+            .ok_or("the Basic credentials are not valid base64")?;
         let (id, secret) = decoded
             .split_once(':')
-            .ok_or_else(|| invalid_client("the Basic credentials have no ':'"))?;
+            .ok_or("the Basic credentials have no ':'")?;
         (decode_component(id), decode_component(secret))
     } else if allow_bearer && scheme.eq_ignore_ascii_case("bearer") {
         let (id, secret) = value
             .trim()
             .split_once(':')
-            .ok_or_else(|| invalid_client("expected Bearer <client_id>:<client_secret>"))?;
+            .ok_or("expected Bearer <client_id>:<client_secret>")?;
         (id.to_owned(), secret.to_owned())
     } else {
-        return Err(invalid_client("unsupported authorization scheme"));
+        return Err("unsupported authorization scheme");
     };
     Ok(Some(Presented {
         client_id: pair.0,
         secret: zeroize::Zeroizing::new(pair.1),
     }))
+}
+
+/// The credentials in the request's `Authorization` header: `Basic` always,
+/// `Bearer id:secret` when allowed.
+///
+/// # Errors
+/// `invalid_client` when the header is present but cannot be read (logged).
+pub fn from_header(
+    shared: &Shared,
+    request: &super::RequestAuth,
+    allow_bearer: bool,
+) -> Result<Option<Presented>, ApiError> {
+    parse_header(request.authorization.as_deref(), allow_bearer).map_err(|reason| {
+        log_failure(shared, request, None, Failure::Malformed(reason));
+        invalid_client(reason)
+    })
+}
+
+/// Why client authentication failed. Only the log tells these apart: the
+/// peer gets the same answer for an unknown client and a wrong secret.
+#[derive(Clone, Copy, Debug)]
+pub enum Failure {
+    /// No credentials at all.
+    Missing,
+    /// An `Authorization` header that cannot be read, and why.
+    Malformed(&'static str),
+    /// Credentials both in the header and in the form.
+    SentTwice,
+    /// No client has this id.
+    UnknownClient,
+    /// The client exists; the secret is not its secret.
+    WrongSecret,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Missing => f.write_str("no credentials"),
+            Failure::Malformed(reason) => write!(f, "malformed credentials: {reason}"),
+            Failure::SentTwice => {
+                f.write_str("credentials sent twice, in the header and in the form")
+            }
+            Failure::UnknownClient => f.write_str("unknown client"),
+            Failure::WrongSecret => f.write_str("wrong secret"),
+        }
+    }
+}
+
+/// A presented client id as logged: control characters escaped, so that a
+/// peer cannot forge log lines, and cut at 64 characters.
+struct LoggedId<'a>(&'a str);
+
+impl std::fmt::Display for LoggedId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX_CHARS: usize = 64;
+        for c in self.0.chars().take(MAX_CHARS) {
+            write!(f, "{}", c.escape_debug())?;
+        }
+        if self.0.chars().nth(MAX_CHARS).is_some() {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
+/// Logs a failed authentication with the client id and the source, never the
+/// secret: at most once a minute per source, so a guesser cannot flood the
+/// log, and at once from a source not heard from in the last minute.
+pub fn log_failure(
+    shared: &Shared,
+    request: &super::RequestAuth,
+    client_id: Option<&str>,
+    failure: Failure,
+) {
+    let config = shared.config.load();
+    let source = super::throttle::source(
+        request.peer,
+        request.forwarded_for.as_deref(),
+        &config.server.trusted_proxies,
+    );
+    let limited_as = source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if !shared.throttle.should_log(Topic::Failed, limited_as) {
+        return;
+    }
+    let source = source.map_or_else(|| "unknown".to_owned(), |source| source.to_string());
+    match client_id {
+        Some(client_id) => tracing::warn!(
+            client = %LoggedId(client_id),
+            %source,
+            "client authentication failed: {failure} (logged once a minute per source)"
+        ),
+        None => tracing::warn!(
+            %source,
+            "client authentication failed: {failure} (logged once a minute per source)"
+        ),
+    }
 }
 
 /// The 401 for failed client authentication (RFC 6749 §5.2).
@@ -86,6 +183,7 @@ pub async fn authenticate(
     request: &super::RequestAuth,
 ) -> Result<Arc<ClientConfig>, ApiError> {
     let Some(presented) = presented else {
+        log_failure(shared, request, None, Failure::Missing);
         return Err(invalid_client("client authentication is required"));
     };
     let auth = shared.auth.load_full();
@@ -135,8 +233,18 @@ pub async fn authenticate(
                 busy.to_string(),
             )
             .with_header("retry-after", "1")
-        })?
-        .ok_or_else(|| invalid_client("client authentication failed"))?;
+        })?;
+    let Some(client) = client else {
+        // Told apart after the full check, which costs the same either way,
+        // and only for the log: the answer is the same.
+        let failure = if auth.knows(&presented.client_id) {
+            Failure::WrongSecret
+        } else {
+            Failure::UnknownClient
+        };
+        log_failure(shared, request, Some(&presented.client_id), failure);
+        return Err(invalid_client("client authentication failed"));
+    };
     if let Some(source) = source {
         shared.throttle.succeeded(&client.id, source);
     }
@@ -171,8 +279,8 @@ fn throttled(
             "too many authentications for this client from new addresses".to_owned(),
         ),
     };
-    if shared.throttle.should_log(source) {
-        tracing::warn!(client = %client_id, %source, per_minute, "{what} (logged once a minute per source)");
+    if shared.throttle.should_log(Topic::Throttled, source) {
+        tracing::warn!(client = %LoggedId(client_id), %source, per_minute, "{what} (logged once a minute per source)");
     }
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     ApiError::new(
@@ -192,7 +300,7 @@ pub async fn authorize(
     request: super::RequestAuth,
     role: Role,
 ) -> Result<Arc<ClientConfig>, ApiError> {
-    let presented = from_header(request.authorization.as_deref(), true)?;
+    let presented = from_header(shared, &request, true)?;
     let client = authenticate(shared, presented, &request).await?;
     if !client.roles.contains(&role) {
         let name = match role {
@@ -215,7 +323,7 @@ mod tests {
     #[test]
     fn basic_credentials_are_form_decoded() {
         let header = format!("Basic {}", STANDARD.encode("my%20client:p%3Ass+word"));
-        let presented = from_header(Some(&header), false).unwrap().unwrap();
+        let presented = parse_header(Some(&header), false).unwrap().unwrap();
         assert_eq!(presented.client_id, "my client");
         assert_eq!(presented.secret.as_str(), "p:ss word");
     }
@@ -230,7 +338,7 @@ mod tests {
             ("x", "s;t", "x:s;t"),
         ] {
             let header = format!("Basic {}", STANDARD.encode(encoded));
-            let presented = from_header(Some(&header), false).unwrap().unwrap();
+            let presented = parse_header(Some(&header), false).unwrap().unwrap();
             assert_eq!(
                 (presented.client_id.as_str(), presented.secret.as_str()),
                 (id, secret),
@@ -240,14 +348,25 @@ mod tests {
     }
 
     #[test]
+    fn logged_client_ids_cannot_forge_lines_or_fill_the_log() {
+        assert_eq!(LoggedId("orders").to_string(), "orders");
+        assert_eq!(
+            LoggedId("x\n2026-01-01 INFO fake\u{1b}[0m").to_string(),
+            "x\\n2026-01-01 INFO fake\\u{1b}[0m"
+        );
+        let long = "a".repeat(1000);
+        assert_eq!(LoggedId(&long).to_string(), format!("{}…", "a".repeat(64)));
+    }
+
+    #[test]
     fn bearer_only_where_allowed() {
-        assert!(from_header(Some("Bearer a:b"), false).is_err());
-        let presented = from_header(Some("Bearer a:b:c"), true).unwrap().unwrap();
+        assert!(parse_header(Some("Bearer a:b"), false).is_err());
+        let presented = parse_header(Some("Bearer a:b:c"), true).unwrap().unwrap();
         assert_eq!(
             (presented.client_id.as_str(), presented.secret.as_str()),
             ("a", "b:c")
         );
-        assert!(from_header(Some("Basic !!!"), true).is_err());
-        assert!(from_header(None, true).unwrap().is_none());
+        assert!(parse_header(Some("Basic !!!"), true).is_err());
+        assert!(parse_header(None, true).unwrap().is_none());
     }
 }

@@ -38,7 +38,7 @@ pub struct Throttle {
     per_client: DefaultKeyedRateLimiter<String>,
     /// Per client id, the sources it has authenticated from.
     known: Mutex<HashMap<String, HashSet<IpAddr>>>,
-    logs: DefaultKeyedRateLimiter<IpAddr>,
+    logs: DefaultKeyedRateLimiter<(Topic, IpAddr)>,
     clock: DefaultClock,
     taken: AtomicU64,
 }
@@ -49,6 +49,16 @@ impl std::fmt::Debug for Throttle {
             .field("sources", &self.checks.len())
             .finish_non_exhaustive()
     }
+}
+
+/// What a rate-limited log line is about: each topic has its own allowance
+/// per source, so a source's failed checks do not hide that it is throttled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// The source ran out of its allowance of checks.
+    Throttled,
+    /// A check from the source failed.
+    Failed,
 }
 
 /// How often the state of sources that went quiet is dropped (in checks).
@@ -121,9 +131,9 @@ impl Throttle {
             .is_some_and(|sources| sources.contains(&bucket(source)))
     }
 
-    /// Whether to log a throttled source now: at most once a minute each.
-    pub fn should_log(&self, source: IpAddr) -> bool {
-        self.logs.check_key(&bucket(source)).is_ok()
+    /// Whether to log about `source` now: at most once a minute per topic.
+    pub fn should_log(&self, topic: Topic, source: IpAddr) -> bool {
+        self.logs.check_key(&(topic, bucket(source))).is_ok()
     }
 }
 
@@ -197,8 +207,17 @@ mod tests {
             throttle.take(host_a).unwrap();
         }
         assert!(throttle.take(host_b).is_err(), "one /64 is one source");
-        assert!(throttle.should_log(one));
-        assert!(!throttle.should_log(one));
+        assert!(throttle.should_log(Topic::Throttled, one));
+        assert!(!throttle.should_log(Topic::Throttled, one));
+        assert!(
+            throttle.should_log(Topic::Failed, one),
+            "a topic of its own"
+        );
+        assert!(!throttle.should_log(Topic::Failed, one));
+        assert!(
+            throttle.should_log(Topic::Failed, two),
+            "a source of its own"
+        );
     }
 
     #[test]

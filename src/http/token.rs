@@ -80,10 +80,16 @@ pub async fn token(
             ));
         }
     }
-    let from_header = credentials::from_header(request.authorization.as_deref(), false)?;
+    let from_header = credentials::from_header(&shared, &request, false)?;
     let in_form = param(&params, "client_id").is_some() || params.contains_key("client_secret");
     let presented = match (from_header, in_form) {
-        (Some(_), true) => {
+        (Some(presented), true) => {
+            credentials::log_failure(
+                &shared,
+                &request,
+                Some(&presented.client_id),
+                credentials::Failure::SentTwice,
+            );
             return Err(ApiError::invalid_request(
                 "use one client authentication method, not both",
             ));
