@@ -559,6 +559,117 @@ fn discovery_and_metrics() {
     }
 }
 
+/// The private listener's address, from the startup line
+/// `... listening on http://PUBLIC and http://PRIVATE (issuer and admin)`.
+fn private_address(daemon: &Daemon) -> std::net::SocketAddr {
+    daemon
+        .stderr_text()
+        .lines()
+        .find_map(|line| {
+            line.split(" and http://")
+                .nth(1)?
+                .strip_suffix(" (issuer and admin)")
+                .map(str::to_owned)
+        })
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no private listener in\n{}", daemon.stderr_text()))
+}
+
+#[test]
+fn without_clients_the_credential_endpoints_are_unknown_routes_until_a_reload_adds_one() {
+    let config = format!(
+        "{}\n[issuer]\nissuer = \"{ISSUER}\"\n",
+        crate::util::replace_once(
+            crate::util::SLOW_CONFIG,
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nprivate_listen = \"127.0.0.1:0\"",
+        )
+    );
+    let dir = TestDir::new(&config);
+    let daemon = dir.serve();
+    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let private = private_address(&daemon);
+    let auth = basic("orders", "orders-secret");
+    let grant = b"grant_type=client_credentials";
+    let mut answers = Vec::new();
+    for (address, method, path) in [
+        (daemon.addr(), "POST", "/oauth2/token"),
+        (daemon.addr(), "GET", "/oauth2/token"),
+        (private, "GET", "/v1/signing-keys"),
+        (private, "POST", "/v1/sign"),
+        (private, "POST", "/v1/rotate"),
+        (private, "POST", "/v1/revoke/some-kid"),
+        (private, "GET", "/v1/rotate"),
+    ] {
+        let response = crate::util::http(
+            address,
+            method,
+            path,
+            &[("Authorization", &auth), FORM],
+            grant,
+        )
+        .unwrap();
+        answers.push(format!("{method} {path}: {}", response.status));
+        if response.status == 404 {
+            response.assert_json_error(404);
+        }
+    }
+    expect_test::expect![[r#"
+        POST /oauth2/token: 404
+        GET /oauth2/token: 404
+        GET /v1/signing-keys: 404
+        POST /v1/sign: 404
+        POST /v1/rotate: 404
+        POST /v1/revoke/some-kid: 404
+        GET /v1/rotate: 404"#]]
+    .assert_eq(&answers.join("\n"));
+    // What is always served still is.
+    assert_eq!(daemon.get("/.well-known/jwks.json").status, 200);
+    assert_eq!(daemon.get("/.well-known/openid-configuration").status, 200);
+
+    // The first client, added by a reload, opens them without a restart.
+    let hash = hash_secret("orders-secret");
+    dir.write(
+        "jwkd.toml",
+        format!("{config}\n[[clients]]\nid = \"orders\"\nsecret_hash = \"{hash}\"\naudiences = [\"payments\"]\n"),
+    );
+    let status = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(daemon.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = token_request(
+            &daemon,
+            &[("Authorization", &auth)],
+            "grant_type=client_credentials",
+        );
+        if response.status == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no token after the reload: {response}\n{}",
+            daemon.stderr_text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let response = crate::util::http(
+        private,
+        "POST",
+        "/v1/rotate",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        response.status, 403,
+        "the client is known, not an admin: {response}"
+    );
+}
+
 #[test]
 fn the_private_listener_alone_serves_issuer_and_admin_endpoints() {
     let dir = TestDir::new(&config("private_listen = \"127.0.0.1:0\""));
@@ -575,18 +686,7 @@ fn the_private_listener_alone_serves_issuer_and_admin_endpoints() {
         "grant_type=client_credentials",
     );
     assert_eq!(response.status, 200, "{response}");
-    // `... listening on http://PUBLIC and http://PRIVATE (issuer and admin)`.
-    let private = daemon
-        .stderr_text()
-        .lines()
-        .find_map(|line| {
-            line.split(" and http://")
-                .nth(1)?
-                .strip_suffix(" (issuer and admin)")
-                .map(str::to_owned)
-        })
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no private listener in\n{}", daemon.stderr_text()));
+    let private = private_address(&daemon);
     let response = crate::util::http(private, "GET", "/v1/signing-keys", &auth, b"").unwrap();
     assert_eq!(response.status, 200, "{response}");
     crate::util::http(private, "GET", "/.well-known/jwks.json", &[], b"")

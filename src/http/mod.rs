@@ -1,9 +1,11 @@
 //! The HTTP API over warp: routes, the body limit, and the server loop.
 //!
 //! Handlers read published snapshots only (see `state`); they never call the store.
-//! Credential endpoints (token, issuer, admin) are mounted only when clients are
-//! configured; with `server.private_listen` the issuer and admin endpoints move
-//! to that listener.
+//! Credential endpoints (token, issuer, admin) are mounted only where they may be
+//! served (TLS, loopback, or `allow_plain_http`), and while no client is
+//! configured they answer `404` like any unknown route; that is checked per
+//! request, so a reload that adds the first client opens them. With
+//! `server.private_listen` the issuer and admin endpoints move to that listener.
 
 mod credentials;
 mod discovery;
@@ -144,8 +146,26 @@ fn operations_routes(shared: &Arc<Shared>) -> Route {
         .boxed()
 }
 
+/// Passes while at least one client is configured; otherwise rejects as an
+/// unknown route does, before the path or the method is looked at.
+fn with_clients(shared: Arc<Shared>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::any()
+        .and_then(move || {
+            let configured = !shared.config.load().clients.is_empty();
+            async move {
+                if configured {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            }
+        })
+        .untuple_one()
+}
+
 fn token_route(shared: &Arc<Shared>) -> Route {
-    warp::path!("oauth2" / "token")
+    with_clients(shared.clone())
+        .and(warp::path!("oauth2" / "token"))
         .and(warp::post())
         .and(with_shared(shared.clone()))
         .and(authorization())
@@ -207,13 +227,16 @@ fn issuer_and_admin_routes(api: &Api) -> Route {
                 )
             }
         });
-    signing_keys
-        .or(sign)
-        .unify()
-        .or(rotate)
-        .unify()
-        .or(revoke)
-        .unify()
+    with_clients(api.shared.clone())
+        .and(
+            signing_keys
+                .or(sign)
+                .unify()
+                .or(rotate)
+                .unify()
+                .or(revoke)
+                .unify(),
+        )
         .boxed()
 }
 
