@@ -218,7 +218,7 @@ fn human(duration: Duration) -> String {
     if millis < 1000 {
         format!("{millis}ms")
     } else {
-        crate::config::format_duration(std::time::Duration::from_secs((millis + 500) / 1000))
+        crate::duration::format_duration(std::time::Duration::from_secs((millis + 500) / 1000))
     }
 }
 

@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::{Cli, Command};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Backend, Config, ConfigError, Environment, format_duration};
+use crate::config::{Backend, Config, ConfigError, Environment};
+use crate::duration::format_duration;
 use crate::http::Api;
 use crate::http::server::{self, Tls};
 use crate::keyset::{self, Keyset};

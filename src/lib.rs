@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`cli`], [`commands`]: the verbs of the command line.
 //! - [`config`]: the config file, validated in one pass.
+//! - [`duration`]: durations as the config writes them (`1h30m`).
 //! - [`clock`]: the wall clock behind a trait.
 //! - [`keys`]: key generation, JWK thumbprints, x5c certificates.
 //! - [`keyset`]: the keyset and its stored document.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod duration;
 pub mod http;
 pub mod keys;
 pub mod keyset;

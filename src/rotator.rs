@@ -783,7 +783,7 @@ fn format_elapsed(elapsed: Duration) -> String {
     if elapsed < Duration::from_secs(60) {
         format!("{:.1}s", elapsed.as_secs_f64())
     } else {
-        crate::config::format_duration(Duration::from_secs(elapsed.as_secs()))
+        crate::duration::format_duration(Duration::from_secs(elapsed.as_secs()))
     }
 }
 
