@@ -282,6 +282,12 @@ pub enum Backend {
     },
 }
 
+/// The largest `SecretString` Secrets Manager accepts. The config refuses a
+/// keyset that would outgrow it at steady state; the store refuses to write a
+/// document over it. Kept here, with the backend it limits, so that config
+/// needs nothing from the store.
+pub const MAX_SECRET_BYTES: usize = 65_536;
+
 /// `[issuer]`.
 #[derive(Clone, Debug)]
 pub struct IssuerConfig {
@@ -876,7 +882,7 @@ impl<'a> Reader<'a> {
             );
         }
         if let Backend::AwsSecretsManager { .. } = store.backend
-            && size.stored_bytes > crate::store::aws::MAX_SECRET_BYTES
+            && size.stored_bytes > MAX_SECRET_BYTES
         {
             self.problem(
                 "store.backend",
@@ -884,9 +890,7 @@ impl<'a> Reader<'a> {
                     "at steady state the keyset document would be about {} bytes ({}), more than \
                      the {} a Secrets Manager secret holds: rotate less often, shorten \
                      max_token_lifetime, set x5c = false or use fewer or smaller key families",
-                    size.stored_bytes,
-                    size.per_family,
-                    crate::store::aws::MAX_SECRET_BYTES
+                    size.stored_bytes, size.per_family, MAX_SECRET_BYTES
                 ),
             );
         }

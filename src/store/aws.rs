@@ -57,6 +57,7 @@ use aws_sdk_secretsmanager::error::SdkError;
 
 use super::{KeyStore, RawDocument, Snapshot, StoreError, Version, backup_name};
 use crate::clock::StoreStamp;
+use crate::config::MAX_SECRET_BYTES;
 use crate::keyset::Keyset;
 
 /// jwkd's own staging label: the version it wrote last, before and after it
@@ -66,9 +67,6 @@ pub const PENDING_LABEL: &str = "JWKD_PENDING";
 
 /// The label that names the document.
 const CURRENT_LABEL: &str = "AWSCURRENT";
-
-/// The largest `SecretString` Secrets Manager accepts.
-pub const MAX_SECRET_BYTES: usize = 65_536;
 
 /// TCP (and TLS) connection set-up. A healthy regional endpoint answers in
 /// milliseconds; this allows one lost SYN to be retransmitted.
