@@ -19,7 +19,8 @@ use crate::duration::format_duration;
 use crate::http::Api;
 use crate::http::server::{self, Tls};
 use crate::keyset::{self, Keyset};
-use crate::rotator::{Event, Operation, Planner, Rotator, update_store};
+use crate::operation::{Operation, Planner, update_store};
+use crate::rotator::{Event, Rotator};
 use crate::state::Shared;
 use crate::store::{self, KeyStore, Snapshot};
 use crate::timeline::{self, Change};
@@ -455,7 +456,7 @@ fn check_clock(
     snapshot: &Snapshot,
     now: DateTime<Utc>,
 ) -> Result<String, crate::clock::Skew> {
-    let evidence = crate::rotator::evidence_of(snapshot, now);
+    let evidence = crate::operation::evidence_of(snapshot, now);
     let tolerance = config.policy().skew;
     crate::clock::check(now, &evidence, tolerance, &store.location())?;
     Ok(match evidence.store_offset {

@@ -14,6 +14,8 @@
 //! - [`schedule`]: cron expressions and their fire times.
 //! - [`timeline`]: key states and every change to them; pure, no I/O, no clock.
 //! - [`store`]: durable backends with compare-and-swap writes.
+//! - [`operation`]: a change to the stored keyset: decide, compare-and-swap,
+//!   re-read and decide again on a lost race; for the rotator and the CLI verbs.
 //! - [`rotator`]: the one writer while serving; decides, stores, then publishes.
 //! - [`state`]: the snapshots the rotator publishes for the HTTP handlers.
 //! - [`http`]: the warp routes and server.
@@ -36,6 +38,7 @@ pub mod http;
 pub mod keys;
 pub mod keyset;
 pub mod metrics;
+pub mod operation;
 pub mod rotator;
 pub mod runtime;
 pub mod schedule;

@@ -6,8 +6,9 @@
 //! compare-and-swap, and only then publishes the stored keyset. It sleeps until
 //! the earliest of the next key transition, the next refresh and the next retry.
 //!
-//! The CLI verbs use [`update_store`] and [`Planner`] too, so a rotation made by
-//! `jwkd rotate` and one made by the daemon go through the same code.
+//! Each write goes through [`update_store`] (see [`crate::operation`]), as the
+//! CLI verbs' writes do, so a rotation made by `jwkd rotate` and one made by the
+//! daemon go through the same code.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,253 +18,19 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{Clock, ClockEvidence, ClockView, Skew, Times};
+use crate::clock::{Clock, ClockView, Skew};
 use crate::config::Config;
-use crate::keys::{Algorithm, KeyError, Signer};
-use crate::keyset::{Generator, Keyset};
+use crate::keys::Signer;
+use crate::keyset::Keyset;
+use crate::operation::{Operation, OperationError, Planner, evidence_of, update_store};
 use crate::runtime::Watchdog;
-use crate::schedule::Schedule;
 use crate::state::{JwksDocument, KeysetView, Shared, StoreStatus};
 use crate::store::{KeyStore, Snapshot, StoreError};
-use crate::timeline::{self, Change, KeyState, Plan, Policy, RevokeError};
-
-/// How many times a writer re-reads and re-decides after conflicts before giving up.
-const MAX_CONFLICT_RETRIES: usize = 32;
+use crate::timeline::{self, Change, KeyState};
 
 /// First and largest delay between retries after a store failure.
 const RETRY_INITIAL: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-
-/// A change to the keyset.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Operation {
-    /// Keep the timeline going: successors, pruning.
-    Maintain,
-    /// Rotate every family now.
-    Rotate,
-    /// Withdraw a key now.
-    Revoke(String),
-}
-
-/// Why an operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum OperationError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A key could not be made.
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    /// Revoke of a kid that is not in the keyset.
-    #[error("no key with kid {0:?}")]
-    UnknownKid(String),
-    /// Revoke of a kid that is already revoked.
-    #[error("key {0:?} is already revoked")]
-    AlreadyRevoked(String),
-    /// Writers kept conflicting.
-    #[error("gave up after {MAX_CONFLICT_RETRIES} conflicting writes to the store")]
-    TooManyConflicts,
-    /// This host's clock disagrees with the store or the stored document by
-    /// more than `clock_skew`: nothing is written.
-    #[error(transparent)]
-    Clock(#[from] Skew),
-}
-
-/// What an operation decided.
-#[derive(Clone, Debug, Default)]
-pub struct Decision {
-    /// The keyset to store; `None` when nothing changes.
-    pub keyset: Option<Keyset>,
-    /// What changed, or (for a rotation already pending) what is in effect.
-    pub changes: Vec<Change>,
-}
-
-/// The configuration the timeline needs, owned so it can move to a blocking task.
-#[derive(Clone, Debug)]
-pub struct Planner {
-    families: Vec<Algorithm>,
-    schedule: Schedule,
-    policy: Policy,
-    generator: Generator,
-}
-
-impl Planner {
-    /// The planner for a configuration.
-    pub fn new(config: &Config) -> Planner {
-        let policy = config.policy();
-        Planner {
-            families: config.keys.algorithms.clone(),
-            schedule: config.keys.rotation_schedule.clone(),
-            policy,
-            generator: Generator {
-                x5c: config.keys.x5c,
-                clock_skew: chrono::Duration::from_std(config.keys.clock_skew)
-                    .unwrap_or(chrono::Duration::zero()),
-            },
-        }
-    }
-
-    /// A planner from its parts, for tests that need no configuration file.
-    #[cfg(test)]
-    pub(crate) fn from_parts(
-        families: Vec<Algorithm>,
-        schedule: Schedule,
-        policy: Policy,
-        x5c: bool,
-    ) -> Planner {
-        Planner {
-            families,
-            schedule,
-            policy,
-            generator: Generator {
-                x5c,
-                clock_skew: policy.skew,
-            },
-        }
-    }
-
-    /// The configured families.
-    pub fn families(&self) -> &[Algorithm] {
-        &self.families
-    }
-
-    /// `clock_skew`: how far this host's clock may be from the others'.
-    pub fn tolerance(&self) -> chrono::Duration {
-        self.policy.skew
-    }
-
-    /// Decides what `operation` does to `keyset` at `times`. A write also
-    /// drops what no longer needs storing ([`timeline::prune_at`]).
-    ///
-    /// # Errors
-    /// [`OperationError`] when a key cannot be made or a revocation is refused.
-    pub fn apply_at(
-        &self,
-        operation: &Operation,
-        keyset: &Keyset,
-        times: Times,
-    ) -> Result<Decision, OperationError> {
-        let plan = Plan {
-            families: &self.families,
-            schedule: &self.schedule,
-            policy: self.policy,
-        };
-        let mut generator = self.generator;
-        let now = times.now;
-        let (keyset_after, mut changes) = match operation {
-            Operation::Maintain => match timeline::maintain_at(keyset, &plan, now, &mut generator)?
-            {
-                Some((keyset, changes)) => (Some(keyset), changes),
-                None => (None, Vec::new()),
-            },
-            Operation::Rotate => timeline::rotate_at(keyset, &plan, now, &mut generator)?,
-            Operation::Revoke(kid) => {
-                match timeline::revoke_at(keyset, kid, &plan, now, &mut generator) {
-                    Ok((keyset, changes)) => (Some(keyset), changes),
-                    Err(RevokeError::UnknownKid(kid)) => {
-                        return Err(OperationError::UnknownKid(kid));
-                    }
-                    Err(RevokeError::AlreadyRevoked(kid)) => {
-                        return Err(OperationError::AlreadyRevoked(kid));
-                    }
-                    Err(RevokeError::Maker(err)) => return Err(err.into()),
-                }
-            }
-        };
-        let keep_revoked = match operation {
-            Operation::Revoke(kid) => Some(kid.as_str()),
-            Operation::Maintain | Operation::Rotate => None,
-        };
-        let keyset = keyset_after.map(|mut keyset| {
-            changes.extend(timeline::prune_at(
-                &mut keyset,
-                keep_revoked,
-                times.expired_by,
-            ));
-            keyset
-        });
-        Ok(Decision { keyset, changes })
-    }
-}
-
-/// What the daemon knows about the clocks around it, from a snapshot, when its
-/// own clock says `now`.
-pub fn evidence_of(snapshot: &Snapshot, now: DateTime<Utc>) -> ClockEvidence {
-    ClockEvidence {
-        document_time: timeline::document_time(&snapshot.keyset),
-        store_offset: snapshot.store_stamp.map(|stamp| stamp.offset(now)),
-    }
-}
-
-/// Applies `operation` to the stored keyset with compare-and-swap: read, decide,
-/// write; on a conflict, read again and decide again. Starts from `snapshot`
-/// when given (the caller's last read), else reads first.
-///
-/// Returns the stored snapshot afterwards and what changed.
-///
-/// # Errors
-/// [`OperationError`] from the store, the timeline or key generation.
-pub async fn update_store(
-    store: &dyn KeyStore,
-    planner: &Planner,
-    clock: &dyn Clock,
-    operation: &Operation,
-    snapshot: Option<Snapshot>,
-) -> Result<(Snapshot, Vec<Change>), OperationError> {
-    let mut snapshot = match snapshot {
-        Some(snapshot) => snapshot,
-        None => store.load().await?,
-    };
-    for _ in 0..MAX_CONFLICT_RETRIES {
-        let now = clock.now();
-        let evidence = evidence_of(&snapshot, now);
-        crate::clock::check(now, &evidence, planner.tolerance(), &store.location())?;
-        let times = evidence.times(now);
-        let decision = {
-            // Key generation (RSA in particular) is CPU work: keep it off the async workers.
-            let planner = planner.clone();
-            let operation = operation.clone();
-            let keyset = snapshot.keyset.clone();
-            tokio::task::spawn_blocking(move || planner.apply_at(&operation, &keyset, times))
-                .await
-                .map_err(|err| {
-                    KeyError::Certificate(format!("key generation task failed: {err}"))
-                })??
-        };
-        let (keyset, changes) = match decision {
-            Decision {
-                keyset: Some(keyset),
-                changes,
-            } => (keyset, changes),
-            // Nothing to write: a rotation already pending says so in its changes.
-            Decision {
-                keyset: None,
-                changes,
-            } => return Ok((snapshot, changes)),
-        };
-        match store
-            .compare_and_swap(snapshot.version.as_ref(), &keyset)
-            .await
-        {
-            Ok(version) => {
-                return Ok((
-                    Snapshot {
-                        keyset,
-                        version: Some(version),
-                        store_stamp: snapshot.store_stamp,
-                    },
-                    changes,
-                ));
-            }
-            Err(StoreError::Conflict { .. }) => {
-                tracing::debug!("keyset changed under us; re-reading");
-                snapshot = store.load().await?;
-            }
-            Err(err) => return Err(err.into()),
-        }
-    }
-    Err(OperationError::TooManyConflicts)
-}
 
 /// Requests to the rotator from the rest of the daemon.
 #[derive(Debug)]
@@ -352,7 +119,7 @@ impl Rotator {
         let states_at = view.time_at(now);
         let families: Vec<String> = self
             .planner
-            .families
+            .families()
             .iter()
             .map(
                 |&alg| match timeline::current_at(&view.keyset, alg, states_at) {
@@ -542,7 +309,7 @@ impl Rotator {
         };
         let now = clock.time_at(now);
         let current = self.shared.view.load();
-        let document = JwksDocument::build(&snapshot.keyset, &self.planner.families, now);
+        let document = JwksDocument::build(&snapshot.keyset, self.planner.families(), now);
         let same_body = current
             .jwks
             .as_ref()
@@ -554,7 +321,7 @@ impl Rotator {
             current.jwks.clone()
         } else {
             tracing::info!(
-                kids = ?timeline::published_at(&snapshot.keyset, &self.planner.families, now)
+                kids = ?timeline::published_at(&snapshot.keyset, self.planner.families(), now)
                     .iter()
                     .map(|key| format!("{}:{}", key.kid, timeline::state_at(key, now)))
                     .collect::<Vec<_>>(),
@@ -794,14 +561,12 @@ fn jitter(delay: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod clock_tests;
-
-#[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
     use crate::clock::SystemClock;
+    use crate::keys::Algorithm;
     use crate::store::memory::MemoryStore;
 
     fn config() -> Config {

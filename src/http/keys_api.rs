@@ -15,7 +15,8 @@ use super::error::ApiError;
 use super::token::new_jti;
 use crate::config::Role;
 use crate::keyset::KeyRecord;
-use crate::rotator::{Event, OperationError};
+use crate::operation::OperationError;
+use crate::rotator::Event;
 use crate::state::Shared;
 use crate::timeline;
 
