@@ -1550,7 +1550,7 @@ mod tests {
         let now = chrono::Utc::now();
         for alg in Algorithm::ALL {
             for x5c in [false, true] {
-                let mut maker = crate::keyset::Generator {
+                let mut maker = crate::generator::Generator {
                     x5c,
                     clock_skew: chrono::Duration::minutes(1),
                 };

@@ -13,6 +13,7 @@
 //! - [`keyset`]: the keyset and its stored document.
 //! - [`schedule`]: cron expressions and their fire times.
 //! - [`timeline`]: key states and every change to them; pure, no I/O, no clock.
+//! - [`generator`]: makes the real keys the timeline asks for.
 //! - [`store`]: durable backends with compare-and-swap writes.
 //! - [`operation`]: a change to the stored keyset: decide, compare-and-swap,
 //!   re-read and decide again on a lost race; for the rotator and the CLI verbs.
@@ -34,6 +35,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod duration;
+pub mod generator;
 pub mod http;
 pub mod keys;
 pub mod keyset;

@@ -14,8 +14,9 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, ClockEvidence, Skew, Times};
 use crate::config::Config;
+use crate::generator::Generator;
 use crate::keys::{Algorithm, KeyError};
-use crate::keyset::{Generator, Keyset};
+use crate::keyset::Keyset;
 use crate::schedule::Schedule;
 use crate::store::{KeyStore, Snapshot, StoreError};
 use crate::timeline::{self, Change, Plan, Policy, RevokeError};

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use super::{KeyStore, StoreError};
+use crate::generator::Generator;
 use crate::keys::Algorithm;
-use crate::keyset::{Generator, Keyset};
+use crate::keyset::Keyset;
 use crate::timeline::KeyMaker;
 
 pub fn keyset(algs: &[Algorithm]) -> Keyset {
