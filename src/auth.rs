@@ -1,4 +1,5 @@
-//! Client secrets: the slow, salted hash kept in the config, and its check.
+//! Clients and their secrets: who may ask for what ([`ClientConfig`], [`Role`]),
+//! the slow, salted hash of each secret kept in the config, and its check.
 //!
 //! Hashes are Argon2id PHC strings (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`), made
 //! by `jwkd hash-secret`. The secret itself never appears in config, logs or errors.
@@ -7,12 +8,75 @@ use argon2::Argon2;
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::config::ClientConfig;
+use crate::keys::Algorithm;
 use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+
+/// What a client may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// May pull signing keys and use `/v1/sign`.
+    Issuer,
+    /// May rotate and revoke over HTTP.
+    Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 2] = [Role::Issuer, Role::Admin];
+}
+
+/// The role's name in the config (`roles = ["issuer"]`) and in messages.
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Issuer => "issuer",
+            Role::Admin => "admin",
+        })
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    /// The role that [`Display`](fmt::Display) names `name`.
+    fn from_str(name: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.to_string() == name)
+            .ok_or_else(|| {
+                let known: Vec<String> = Role::ALL
+                    .iter()
+                    .map(|role| format!("{:?}", role.to_string()))
+                    .collect();
+                format!("unknown role {name:?} (expected {})", known.join(" or "))
+            })
+    }
+}
+
+/// One configured client (a `[[clients]]` entry): its id, the hash of its
+/// secret, and what it may ask for.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// Client id.
+    pub id: String,
+    /// PHC string of the secret's Argon2id hash.
+    pub secret_hash: String,
+    /// Audiences it may ask for, first = default.
+    pub audiences: Vec<String>,
+    /// Scopes it may ask for.
+    pub scopes: Vec<String>,
+    /// Its roles.
+    pub roles: BTreeSet<Role>,
+    /// Family its tokens are signed with.
+    pub algorithm: Algorithm,
+}
 
 /// The shortest client secret `jwkd hash-secret` takes.
 pub const MIN_SECRET_CHARS: usize = 8;
@@ -105,6 +169,37 @@ pub fn check_hash_format(hash: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Reads a client's secret hash kept outside the config (`secret_hash_file`):
+/// a regular file that only its owner may read (0600 or 0400, as systemd's
+/// `LoadCredential=` makes them under `/run/credentials/<unit>/`).
+///
+/// # Errors
+/// A message naming the file and what is wrong with it.
+pub fn read_secret_hash_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{shown} is readable or writable by others than its owner (mode {mode:04o}): \
+             run `chmod 600 {shown}`"
+        ));
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
+    let hash = text.trim();
+    if hash.is_empty() || hash.lines().count() != 1 {
+        return Err(format!(
+            "{shown} must hold one line: the output of `jwkd hash-secret`"
+        ));
+    }
+    Ok(hash.to_owned())
 }
 
 /// Whether `secret` matches `hash`. The comparison is constant-time.
@@ -427,7 +522,7 @@ mod tests {
             audiences: vec!["api".into()],
             scopes: vec![],
             roles: Default::default(),
-            algorithm: crate::keys::Algorithm::Es256,
+            algorithm: Algorithm::Es256,
         }
     }
 
@@ -536,6 +631,18 @@ mod tests {
             "an abandoned check was hashed"
         );
         assert_eq!(auth.abandoned_checks(), 2);
+    }
+
+    #[test]
+    fn role_names_read_back() {
+        for role in Role::ALL {
+            assert_eq!(role.to_string().parse::<Role>(), Ok(role));
+        }
+        assert_eq!(Role::Admin.to_string(), "admin");
+        assert_eq!(
+            "root".parse::<Role>(),
+            Err(r#"unknown role "root" (expected "issuer" or "admin")"#.to_owned())
+        );
     }
 
     #[test]

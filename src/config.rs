@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use crate::auth;
+/// A `[[clients]]` entry and its roles belong to [`auth`]; [`Config::clients`]
+/// holds them, so they are named here too.
+pub use crate::auth::{ClientConfig, Role};
 use crate::duration::{format_duration, parse_duration};
 use crate::keys::Algorithm;
 use crate::schedule::Schedule;
@@ -295,32 +299,6 @@ pub struct IssuerConfig {
     pub issuer: Option<String>,
     /// Lifetime of minted tokens.
     pub token_lifetime: Duration,
-}
-
-/// What a client may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
-    /// May pull signing keys and use `/v1/sign`.
-    Issuer,
-    /// May rotate and revoke over HTTP.
-    Admin,
-}
-
-/// One `[[clients]]` entry.
-#[derive(Clone, Debug)]
-pub struct ClientConfig {
-    /// Client id.
-    pub id: String,
-    /// PHC string of the secret's Argon2id hash.
-    pub secret_hash: String,
-    /// Audiences it may ask for, first = default.
-    pub audiences: Vec<String>,
-    /// Scopes it may ask for.
-    pub scopes: Vec<String>,
-    /// Its roles.
-    pub roles: BTreeSet<Role>,
-    /// Family its tokens are signed with.
-    pub algorithm: Algorithm,
 }
 
 impl Config {
@@ -1086,7 +1064,7 @@ impl<'a> Reader<'a> {
                     (None, key("secret_hash"))
                 }
                 (Some(hash), None) => (Some(hash), key("secret_hash")),
-                (None, Some(file)) => match read_secret_hash_file(&base_dir.join(&file)) {
+                (None, Some(file)) => match auth::read_secret_hash_file(&base_dir.join(&file)) {
                     Ok(hash) => (Some(hash), key("secret_hash_file")),
                     Err(message) => {
                         self.problem(key("secret_hash_file"), message);
@@ -1102,25 +1080,19 @@ impl<'a> Reader<'a> {
                 }
             };
             if let Some(hash) = &secret_hash
-                && let Err(message) = crate::auth::check_hash_format(hash)
+                && let Err(message) = auth::check_hash_format(hash)
             {
                 self.problem(hash_key, message);
             }
             let audiences = self.strings(&key("audiences"), client.get("audiences"));
             let scopes = self.strings(&key("scopes"), client.get("scopes"));
             let mut roles = BTreeSet::new();
-            for role in self.strings(&key("roles"), client.get("roles")) {
-                match role.as_str() {
-                    "issuer" => {
-                        roles.insert(Role::Issuer);
+            for name in self.strings(&key("roles"), client.get("roles")) {
+                match name.parse::<Role>() {
+                    Ok(role) => {
+                        roles.insert(role);
                     }
-                    "admin" => {
-                        roles.insert(Role::Admin);
-                    }
-                    other => self.problem(
-                        key("roles"),
-                        format!("unknown role {other:?} (expected \"issuer\" or \"admin\")"),
-                    ),
+                    Err(message) => self.problem(key("roles"), message),
                 }
             }
             let algorithm = match string(self, "algorithm") {
@@ -1217,34 +1189,6 @@ pub fn stored_key_bytes(alg: Algorithm, x5c: bool) -> usize {
         (Algorithm::Rs256, false) => 2240,
         (Algorithm::Rs256, true) => 3520,
     }
-}
-
-/// Reads a client's secret hash kept outside the config: a regular file that
-/// only its owner may read (0600 or 0400, as systemd's `LoadCredential=` makes
-/// them under `/run/credentials/<unit>/`).
-fn read_secret_hash_file(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
-    if !meta.is_file() {
-        return Err(format!("{shown} is not a regular file"));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(format!(
-            "{shown} is readable or writable by others than its owner (mode {mode:04o}): \
-             run `chmod 600 {shown}`"
-        ));
-    }
-    let text =
-        std::fs::read_to_string(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
-    let hash = text.trim();
-    if hash.is_empty() || hash.lines().count() != 1 {
-        return Err(format!(
-            "{shown} must hold one line: the output of `jwkd hash-secret`"
-        ));
-    }
-    Ok(hash.to_owned())
 }
 
 /// The longest value each duration key takes. Far beyond any sensible setting,

@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 
 use super::error::ApiError;
 use super::throttle::Topic;
-use crate::config::{ClientConfig, Role};
+use crate::auth::{ClientConfig, Role};
 use crate::state::Shared;
 
 /// A client id and secret as presented.
@@ -303,14 +303,10 @@ pub async fn authorize(
     let presented = from_header(shared, &request, true)?;
     let client = authenticate(shared, presented, &request).await?;
     if !client.roles.contains(&role) {
-        let name = match role {
-            Role::Issuer => "issuer",
-            Role::Admin => "admin",
-        };
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
-            format!("client {} does not have the {name} role", client.id),
+            format!("client {} does not have the {role} role", client.id),
         ));
     }
     Ok(client)
