@@ -23,6 +23,7 @@
 //! - [`auth`]: client-secret hashing and the client authenticator.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`runtime`]: signals and systemd notifications.
+//! - [`logging`]: the log subscriber and the journald line format.
 //!
 //! jwkd never publishes or signs with a key the store has not acknowledged, and
 //! never repairs a stored document it cannot read.
@@ -39,6 +40,7 @@ pub mod generator;
 pub mod http;
 pub mod keys;
 pub mod keyset;
+pub mod logging;
 pub mod metrics;
 pub mod operation;
 pub mod rotator;

@@ -1,4 +1,3 @@
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,28 +13,9 @@ fn main() -> ExitCode {
     } else {
         "warn"
     };
-    let filter = env
-        .log_filter
-        .clone()
-        .unwrap_or_else(|| default_level.to_owned());
-    let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&filter)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        );
-    // Under journald: no timestamps (the journal has its own), levels as `<N>` prefixes.
-    let journal = jwkd::runtime::stderr_is_journal(env.journal_stream.as_deref());
-    if env.log_json {
-        logs.json().with_current_span(false).init();
-    } else if journal {
-        logs.event_format(jwkd::runtime::JournalFormat::new())
-            .init();
-    } else {
-        logs.with_ansi(std::io::stderr().is_terminal()).init();
-    }
+    let journal = jwkd::logging::init(&env, default_level);
     let error_prefix = if journal {
-        jwkd::runtime::syslog_prefix(tracing::Level::ERROR)
+        jwkd::logging::syslog_prefix(tracing::Level::ERROR)
     } else {
         ""
     };
