@@ -205,15 +205,24 @@ impl ServerConfig {
         listeners
     }
 
+    /// The credential listeners that would take client secrets over plain HTTP
+    /// off loopback. jwkd refuses them unless `tls_cert` is set or
+    /// `allow_plain_http` says a TLS-terminating proxy is in front: this is the
+    /// one place that rule is written, for the config check and for `serve`.
+    pub fn plain_http_credential_listeners(&self) -> Vec<(&'static str, SocketAddr)> {
+        if self.tls_cert.is_some() || self.allow_plain_http {
+            return Vec::new();
+        }
+        self.credential_listeners()
+            .into_iter()
+            .filter(|(_, address)| !address.ip().is_loopback())
+            .collect()
+    }
+
     /// Whether credential endpoints may be mounted: over TLS, on loopback only,
     /// or behind a proxy the operator vouches for.
     pub fn may_serve_credentials(&self) -> bool {
-        self.tls_cert.is_some()
-            || self.allow_plain_http
-            || self
-                .credential_listeners()
-                .iter()
-                .all(|(_, address)| address.ip().is_loopback())
+        self.plain_http_credential_listeners().is_empty()
     }
 }
 
@@ -713,20 +722,15 @@ impl<'a> Reader<'a> {
                 );
             }
             if let Some(server) = &server {
-                for (key, address) in server.credential_listeners() {
-                    if !address.ip().is_loopback()
-                        && server.tls_cert.is_none()
-                        && !server.allow_plain_http
-                    {
-                        self.problem(
-                            key,
-                            format!(
-                                "{address} would serve client credentials over plain HTTP on a non-loopback address: \
-                                 set server.tls_cert and server.tls_key, or allow_plain_http = true if a \
-                                 TLS-terminating proxy is in front"
-                            ),
-                        );
-                    }
+                for (key, address) in server.plain_http_credential_listeners() {
+                    self.problem(
+                        key,
+                        format!(
+                            "{address} would serve client credentials over plain HTTP on a non-loopback address: \
+                             set server.tls_cert and server.tls_key, or allow_plain_http = true if a \
+                             TLS-terminating proxy is in front"
+                        ),
+                    );
                 }
             }
         }
@@ -1398,9 +1402,19 @@ mod tests {
                 .contains("plain HTTP on a non-loopback address"),
             "{err}"
         );
-        parse(&text("allow_plain_http = true")).unwrap();
+        let config = parse(&text("allow_plain_http = true")).unwrap();
+        assert!(config.server.may_serve_credentials());
         let err = parse(&text("private_listen = \"10.0.0.1:8081\"")).unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
+        // Without clients the file is fine, and `serve` does not mount the
+        // credential endpoints by the same rule.
+        let config = parse("[server]\nlisten = \"0.0.0.0:8080\"\n").unwrap();
+        assert_eq!(
+            config.server.plain_http_credential_listeners(),
+            [("server.listen", "0.0.0.0:8080".parse().unwrap())]
+        );
+        assert!(!config.server.may_serve_credentials());
+        assert!(parse("").unwrap().server.may_serve_credentials());
     }
 
     #[test]
