@@ -20,6 +20,7 @@
 //! - [`rotator`]: the one writer while serving; decides, stores, then publishes.
 //! - [`state`]: the snapshots the rotator publishes for the HTTP handlers.
 //! - [`http`]: the warp routes and server.
+//! - [`throttle`]: the allowance of full credential checks per source and client.
 //! - [`auth`]: client-secret hashing and the client authenticator.
 //! - [`metrics`]: the Prometheus metrics.
 //! - [`runtime`]: signals and systemd notifications.
@@ -48,4 +49,5 @@ pub mod runtime;
 pub mod schedule;
 pub mod state;
 pub mod store;
+pub mod throttle;
 pub mod timeline;

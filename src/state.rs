@@ -114,7 +114,7 @@ pub struct Shared {
     /// Metrics.
     pub metrics: Metrics,
     /// The per-source allowance of full credential checks (kept across reloads).
-    pub throttle: crate::http::throttle::Throttle,
+    pub throttle: crate::throttle::Throttle,
     /// The wall clock the handlers read (the rotator's, in the daemon).
     pub clock: Arc<dyn Clock>,
 }
@@ -136,7 +136,7 @@ impl Shared {
         let allowance = |per_minute: u32| {
             std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN)
         };
-        let throttle = crate::http::throttle::Throttle::new(
+        let throttle = crate::throttle::Throttle::new(
             allowance(config.server.auth_checks_per_minute),
             allowance(config.server.auth_checks_per_client_per_minute),
         );

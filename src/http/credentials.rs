@@ -9,9 +9,9 @@ use base64::engine::general_purpose::STANDARD;
 use warp::http::StatusCode;
 
 use super::error::ApiError;
-use super::throttle::Topic;
 use crate::auth::{ClientConfig, Role};
 use crate::state::Shared;
+use crate::throttle::{self, Topic};
 
 /// A client id and secret as presented.
 pub struct Presented {
@@ -139,7 +139,7 @@ pub fn log_failure(
     failure: Failure,
 ) {
     let config = shared.config.load();
-    let source = super::throttle::source(
+    let source = throttle::source(
         request.peer,
         request.forwarded_for.as_deref(),
         &config.server.trusted_proxies,
@@ -172,7 +172,7 @@ pub fn invalid_client(description: &str) -> ApiError {
 
 /// Authenticates presented credentials; one answer for unknown clients and wrong
 /// secrets. A secret remembered from an earlier check is accepted at once; any
-/// other check takes one from the source's allowance first ([`super::throttle`]).
+/// other check takes one from the source's allowance first ([`throttle`]).
 ///
 /// # Errors
 /// `invalid_client` (401); 429 when the source's allowance is spent; 503 when
@@ -191,7 +191,7 @@ pub async fn authenticate(
         return Ok(client);
     }
     let config = shared.config.load();
-    let source = super::throttle::source(
+    let source = throttle::source(
         request.peer,
         request.forwarded_for.as_deref(),
         &config.server.trusted_proxies,

@@ -14,7 +14,6 @@ mod jwks;
 mod keys_api;
 mod ops;
 pub mod server;
-pub mod throttle;
 mod token;
 
 use std::convert::Infallible;
@@ -28,6 +27,7 @@ pub use error::ApiError;
 
 use crate::rotator::Event;
 use crate::state::Shared;
+use crate::throttle;
 
 /// Request bodies over this many bytes get 413.
 pub const BODY_LIMIT: u64 = 64 * 1024;
