@@ -4,7 +4,7 @@
 //! its certificate).
 //!
 //! It needs `keys`, `keyset` and `timeline`, and none of them needs it: the
-//! [`Planner`](crate::operation::Planner) hands it to the timeline.
+//! operation's `Planner` hands it to the timeline.
 
 use chrono::{DateTime, Utc};
 

@@ -1,6 +1,6 @@
 //! A change to the stored keyset, made the one way every writer makes it:
-//! the serve loop ([`crate::rotator`]), the CLI verbs (`jwkd rotate`, `jwkd
-//! revoke`) and the admin endpoints (through the rotator's inbox).
+//! the serve loop (`rotator`), the CLI verbs (`jwkd rotate`, `jwkd revoke`)
+//! and the admin endpoints (through the rotator's inbox).
 //!
 //! The [`Planner`] decides what an [`Operation`] does to a keyset at an
 //! instant (the timeline, with real keys from the [`Generator`]); [`update_store`]
