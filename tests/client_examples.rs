@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::util::{
-    CMD_TIMEOUT, LISTEN_TIMEOUT, Outcome, Response, SLOW_CONFIG, TestDir, hash_secret, http, jwkd,
-    poll, run_cmd, strip_ansi,
+    CMD_TIMEOUT, Client, LISTEN_TIMEOUT, Outcome, Response, TestConfig, TestDir, http, jwkd, poll,
+    run_cmd, strip_ansi,
 };
 
 /// The daemon's `[issuer]`: the `iss` of the tokens `/oauth2/token` mints.
@@ -48,25 +48,12 @@ const EXAMPLE_ENV: [&str; 12] = [
 /// A calling service (`orders`, two audiences) and an issuer (`billing-issuer`).
 /// Credential endpoints are served over plain HTTP because the listener is on loopback.
 fn config() -> String {
-    let orders = hash_secret(ORDERS_SECRET);
-    let billing = hash_secret(BILLING_SECRET);
-    format!(
-        r#"{SLOW_CONFIG}
-[issuer]
-issuer = "{ISSUER}"
-token_lifetime = "15m"
-
-[[clients]]
-id = "orders"
-secret_hash = "{orders}"
-audiences = ["payments", "inventory"]
-
-[[clients]]
-id = "billing-issuer"
-secret_hash = "{billing}"
-roles = ["issuer"]
-"#
-    )
+    TestConfig::slow()
+        .issuer(ISSUER)
+        .set("issuer", "token_lifetime", "15m")
+        .client(Client::new("orders", ORDERS_SECRET).audiences(&["payments", "inventory"]))
+        .client(Client::new("billing-issuer", BILLING_SECRET).roles(&["issuer"]))
+        .build()
 }
 
 #[test]

@@ -10,41 +10,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jwkd_client::{RemoteJwks, SigningKeySource, TokenSource, Verifier};
 use serde_json::{Value, json};
 
-use crate::util::{TestDir, hash_secret};
+use crate::util::{Client, TestConfig, TestDir};
 
 #[test]
 fn no_valid_token_is_rejected_through_twenty_rotations() {
-    let caller_hash = hash_secret("caller-secret");
-    let issuer_hash = hash_secret("issuer-secret");
-    // Rotations every 2 s; a key is published 1 s (jwks_max_age) before it signs
-    // and kept 3 s (max_token_lifetime) after it stops.
-    let dir = TestDir::new(&format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[keys]
-algorithms = ["ES256"]
-rotation_schedule = "*/2 * * * * *"
-max_token_lifetime = "3s"
-clock_skew = "0s"
-jwks_max_age = "1s"
-x5c = false
-[store]
-path = "keyset.json"
-refresh_interval = "500ms"
-[issuer]
-issuer = "https://jwkd.test"
-token_lifetime = "3s"
-[[clients]]
-id = "caller"
-secret_hash = "{caller_hash}"
-audiences = ["payments"]
-[[clients]]
-id = "issuer"
-secret_hash = "{issuer_hash}"
-roles = ["issuer"]
-"#
-    ));
+    // Rotations every 2 s; a key is published 1.5 s (jwks_max_age +
+    // refresh_interval) before it signs and kept 3 s (max_token_lifetime) after
+    // it stops.
+    let dir = TestDir::new(
+        &TestConfig::fast()
+            .set("keys", "x5c", false)
+            .issuer("https://jwkd.test")
+            .set("issuer", "token_lifetime", "3s")
+            .client(Client::new("caller", "caller-secret").audiences(&["payments"]))
+            .client(Client::new("issuer", "issuer-secret").roles(&["issuer"]))
+            .build(),
+    );
     let daemon = dir.serve();
     daemon.wait_ready(Duration::from_secs(20));
     let base = format!("http://{}", daemon.addr());

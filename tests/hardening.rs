@@ -17,39 +17,20 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::json;
 
-use crate::util::{Daemon, TestDir, hash_secret};
+use crate::util::{Client, Daemon, TestConfig, TestDir, hash_secret};
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
 fn config() -> String {
-    let orders = hash_secret("orders-secret");
-    let minter = hash_secret("minter-secret");
-    format!(
-        r#"[server]
-listen = "127.0.0.1:0"
-
-[keys]
-rotation_schedule = "0 3 * * *"
-
-[store]
-path = "keyset.json"
-refresh_interval = "1s"
-
-[issuer]
-issuer = "https://jwkd.test"
-
-[[clients]]
-id = "orders"
-secret_hash = "{orders}"
-audiences = ["payments"]
-
-[[clients]]
-id = "minter"
-secret_hash = "{minter}"
-audiences = ["reports", "exports"]
-roles = ["issuer"]
-"#
-    )
+    TestConfig::slow()
+        .issuer("https://jwkd.test")
+        .client(Client::new("orders", "orders-secret").audiences(&["payments"]))
+        .client(
+            Client::new("minter", "minter-secret")
+                .audiences(&["reports", "exports"])
+                .roles(&["issuer"]),
+        )
+        .build()
 }
 
 fn basic(id: &str, secret: &str) -> String {

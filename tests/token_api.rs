@@ -11,61 +11,32 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::util::{Daemon, Response, TestDir, hash_secret};
+use crate::util::{Client, Daemon, Response, TestConfig, TestDir, hash_secret};
 
 const ISSUER: &str = "https://auth.test.example";
 
 /// A daemon with an ordinary client, an issuer, an admin, and an EdDSA client.
-fn config(extra_server: &str) -> String {
-    let orders = hash_secret("orders-secret");
-    let minter = hash_secret("minter-secret");
-    let root = hash_secret("root-secret");
-    let edge = hash_secret("edge-secret");
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-{extra_server}
-
-[keys]
-algorithms = ["ES256", "EdDSA"]
-rotation_schedule = "0 3 * * *"
-max_token_lifetime = "1h"
-clock_skew = "1m"
-jwks_max_age = "5m"
-
-[store]
-path = "keyset.json"
-refresh_interval = "1s"
-
-[issuer]
-issuer = "{ISSUER}"
-token_lifetime = "15m"
-
-[[clients]]
-id = "orders"
-secret_hash = "{orders}"
-audiences = ["payments", "inventory"]
-scopes = ["payments:write", "payments:read"]
-
-[[clients]]
-id = "minter"
-secret_hash = "{minter}"
-audiences = ["anything"]
-roles = ["issuer"]
-
-[[clients]]
-id = "root"
-secret_hash = "{root}"
-roles = ["admin"]
-
-[[clients]]
-id = "edge"
-secret_hash = "{edge}"
-audiences = ["payments"]
-algorithm = "EdDSA"
-"#
-    )
+fn config() -> TestConfig {
+    TestConfig::slow()
+        .algorithms(&["ES256", "EdDSA"])
+        .issuer(ISSUER)
+        .set("issuer", "token_lifetime", "15m")
+        .client(
+            Client::new("orders", "orders-secret")
+                .audiences(&["payments", "inventory"])
+                .scopes(&["payments:write", "payments:read"]),
+        )
+        .client(
+            Client::new("minter", "minter-secret")
+                .audiences(&["anything"])
+                .roles(&["issuer"]),
+        )
+        .client(Client::new("root", "root-secret").roles(&["admin"]))
+        .client(
+            Client::new("edge", "edge-secret")
+                .audiences(&["payments"])
+                .algorithm("EdDSA"),
+        )
 }
 
 fn basic(id: &str, secret: &str) -> String {
@@ -126,7 +97,7 @@ fn verify(daemon: &Daemon, token: &str) -> (Value, Value) {
 
 #[test]
 fn client_credentials_tokens_follow_rfc9068_and_verify() {
-    let dir = TestDir::new(&config(""));
+    let dir = TestDir::new(&config().build());
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
 
@@ -196,7 +167,7 @@ type ErrorCase = (
 
 #[test]
 fn token_endpoint_errors() {
-    let dir = TestDir::new(&config(""));
+    let dir = TestDir::new(&config().build());
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
     let good = basic("orders", "orders-secret");
@@ -307,7 +278,7 @@ fn token_endpoint_errors() {
 
 #[test]
 fn issuers_pull_keys_and_sign() {
-    let dir = TestDir::new(&config(""));
+    let dir = TestDir::new(&config().build());
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
 
@@ -442,7 +413,7 @@ fn issuers_pull_keys_and_sign() {
 
 #[test]
 fn admins_rotate_and_revoke_over_http() {
-    let dir = TestDir::new(&config(""));
+    let dir = TestDir::new(&config().build());
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
     let admin = [("Authorization", "Bearer root:root-secret")];
@@ -515,7 +486,7 @@ fn admins_rotate_and_revoke_over_http() {
 
 #[test]
 fn discovery_and_metrics() {
-    let dir = TestDir::new(&config(""));
+    let dir = TestDir::new(&config().build());
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
     for path in [
@@ -681,7 +652,11 @@ fn without_clients_the_credential_endpoints_are_unknown_routes_until_a_reload_ad
 
 #[test]
 fn the_private_listener_alone_serves_issuer_and_admin_endpoints() {
-    let dir = TestDir::new(&config("private_listen = \"127.0.0.1:0\""));
+    let dir = TestDir::new(
+        &config()
+            .set("server", "private_listen", "127.0.0.1:0")
+            .build(),
+    );
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
     let auth = [("Authorization", "Bearer minter:minter-secret")];
@@ -705,8 +680,7 @@ fn the_private_listener_alone_serves_issuer_and_admin_endpoints() {
 
 #[test]
 fn credentials_over_plain_http_off_loopback_are_refused_at_start() {
-    let dir =
-        TestDir::new(&config("").replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\""));
+    let dir = TestDir::new(&config().set("server", "listen", "0.0.0.0:0").build());
     let outcome = dir.run("serve", &[]);
     outcome.assert_code(2);
     assert!(outcome.stderr.contains("server.listen"), "{outcome}");
@@ -718,7 +692,12 @@ fn https_with_an_rcgen_certificate() {
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
             .unwrap();
-    let dir = TestDir::new(&config("tls_cert = \"tls.crt\"\ntls_key = \"tls.key\""));
+    let dir = TestDir::new(
+        &config()
+            .set("server", "tls_cert", "tls.crt")
+            .set("server", "tls_key", "tls.key")
+            .build(),
+    );
     dir.write("tls.crt", certified.cert.pem());
     dir.write("tls.key", certified.signing_key.serialize_pem());
     let mut daemon = Daemon::spawn(&dir.config_path());
@@ -776,7 +755,7 @@ fn https_with_an_rcgen_certificate() {
 
 #[test]
 fn many_concurrent_token_requests_all_verify() {
-    let dir = TestDir::new(&config(""));
+    let dir = TestDir::new(&config().build());
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
     let authorization = basic("orders", "orders-secret");
@@ -815,7 +794,7 @@ fn many_concurrent_token_requests_all_verify() {
 
 #[test]
 fn jwkd_verify_checks_tokens_with_the_client_crate() {
-    let dir = TestDir::new(&config(""));
+    let dir = TestDir::new(&config().build());
     let daemon = dir.serve();
     daemon.wait_ready(std::time::Duration::from_secs(20));
     let response = token_request(

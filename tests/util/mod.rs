@@ -26,6 +26,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+mod config;
+pub use config::{Client, TestConfig};
+
 /// How long any single CLI invocation may take before the test gives up.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 
