@@ -31,13 +31,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::ClientConfig;
 use crate::keys::Algorithm;
 use crate::schedule::Schedule;
 use crate::timeline::Policy;
 
-/// A `[[clients]]` entry and its roles belong to [`auth`](crate::auth);
-/// [`Config::clients`] holds them, so they are named here too.
-pub use crate::auth::{ClientConfig, Role};
 pub use env::{DEFAULT_PATH, EMBEDDED_DEFAULT, Environment};
 pub use reader::longest_duration;
 pub use rules::{KeysetSize, MAX_JWKS_KEYS, stored_key_bytes};

@@ -13,7 +13,7 @@ use warp::http::StatusCode;
 use super::credentials;
 use super::error::ApiError;
 use super::token::new_jti;
-use crate::config::Role;
+use crate::auth::Role;
 use crate::keyset::KeyRecord;
 use crate::operation::OperationError;
 use crate::rotator::Event;
@@ -256,7 +256,7 @@ pub async fn admin(
 /// one of the client's (`aud` may be a string or an array of strings), else the
 /// client's first audience when it asked for none.
 fn allowed_audience(
-    client: &crate::config::ClientConfig,
+    client: &crate::auth::ClientConfig,
     requested: Option<&Value>,
 ) -> Result<Value, ApiError> {
     let allowed = |audience: &str| client.audiences.iter().any(|own| own == audience);
