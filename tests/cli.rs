@@ -351,13 +351,14 @@ fn serve_says_in_one_line_what_it_runs_and_every_address_it_listens_on() {
     let dir = TestDir::new(&config);
     let mut daemon = dir.serve();
     let public = daemon.wait_listening(util::LISTEN_TIMEOUT);
+    let line = daemon.wait_for_line(" ready: ", util::LISTEN_TIMEOUT);
     let output = daemon.stderr_text();
-    let ready: Vec<&str> = output
+    let ready = output
         .lines()
         .filter(|line| line.contains(" ready: "))
-        .collect();
-    assert_eq!(ready.len(), 1, "one startup line\n{output}");
-    let line = ready[0];
+        .count();
+    assert_eq!(ready, 1, "one startup line\n{output}");
+    let line = line.as_str();
     assert!(line.contains(" INFO "), "at info level: {line}");
     let expected = format!(
         "jwkd {} ready: config {}; store file {}; key families ES256, RS256; listening on http://{public} and http://",

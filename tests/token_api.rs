@@ -531,28 +531,14 @@ fn discovery_and_metrics() {
 }
 
 /// The private listener's address, from the startup line
-/// `... listening on http://PUBLIC and http://PRIVATE (issuer and admin)`,
-/// which may come a moment after the public listener answers.
+/// `... listening on http://PUBLIC and http://PRIVATE (issuer and admin)`.
 fn private_address(daemon: &Daemon) -> std::net::SocketAddr {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let found = daemon.stderr_text().lines().find_map(|line| {
-            line.split(" and http://")
-                .nth(1)?
-                .strip_suffix(" (issuer and admin)")?
-                .parse()
-                .ok()
-        });
-        if let Some(addr) = found {
-            return addr;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no private listener in\n{}",
-            daemon.stderr_text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let line = daemon.wait_for_line(" (issuer and admin)", std::time::Duration::from_secs(10));
+    line.split(" and http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(" (issuer and admin)"))
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no private listener in {line}"))
 }
 
 #[test]

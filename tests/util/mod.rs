@@ -592,6 +592,21 @@ impl Daemon {
         strip_ansi(&self.output.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// The first whole line (ended by a newline) of the daemon's output that
+    /// contains `needle`, waiting up to `timeout` for it: a line may still be
+    /// on its way when the daemon already answers.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        poll(timeout, || {
+            let output = self.stderr_text();
+            output
+                .split_inclusive('\n')
+                .find(|line| line.ends_with('\n') && line.contains(needle))
+                .map(|line| line.trim_end().to_owned())
+                .ok_or_else(|| output.clone())
+        })
+        .unwrap_or_else(|output| panic!("no line with {needle:?} in\n{output}"))
+    }
+
     /// SIGKILL, then reap. Also waits for the output readers, so `stderr_text` is complete.
     pub fn kill9(&mut self) -> ExitStatus {
         let _ = self.child.kill();
