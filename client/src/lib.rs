@@ -95,6 +95,8 @@
 //! - [`verify`]: [`Verifier`] and the proof type [`Verified`].
 //! - [`error`]: one error enum per kind of caller; [`Error`] has one variant per check.
 //! - [`token_source`]: [`TokenSource`]. [`signing_keys`]: [`SigningKeySource`].
+//! - `jws` (hidden from these docs): the compact JWS signer, shared with the daemon so
+//!   jwkd has one.
 //! - `warp` (feature `warp`) and `tower` (feature `tower`): middleware.
 //!
 //! # What this crate deliberately does not do
@@ -144,6 +146,8 @@ pub mod error;
 mod fetch;
 pub mod jwk;
 pub mod jwks;
+#[doc(hidden)]
+pub mod jws;
 pub mod keyset;
 mod rfc3339;
 pub mod signing_keys;

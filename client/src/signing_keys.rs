@@ -12,11 +12,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa::KeyPairComponents;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{StatusCode, Url};
 use serde::{Deserialize, Serialize};
@@ -25,8 +20,9 @@ use zeroize::Zeroizing;
 
 use crate::error::{BuildError, SignError};
 use crate::fetch::{self, HttpSettings};
-use crate::jwk::{PrivateJwk, PrivateJwkParams};
+use crate::jwk::PrivateJwk;
 use crate::jwks::TaskGuard;
+use crate::jws::JwsSigner;
 use crate::keyset::Algorithm;
 use crate::rfc3339;
 
@@ -105,7 +101,6 @@ struct Shared {
     backoff_initial: Duration,
     backoff_max: Duration,
     typ: String,
-    rng: SystemRandom,
     keys: ArcSwapOption<Pulled>,
     last_error: Mutex<Option<SignError>>,
     attempts: watch::Sender<u64>,
@@ -118,18 +113,11 @@ struct Pulled {
 }
 
 struct SigningKey {
-    kid: String,
     activates_at: SystemTime,
     deactivates_at: Option<SystemTime>,
-    pair: KeyPair,
+    signer: JwsSigner,
     /// The encoded protected header, built once per key.
     header: String,
-}
-
-enum KeyPair {
-    Ecdsa(EcdsaKeyPair),
-    Ed25519(Ed25519KeyPair),
-    Rsa(RsaKeyPair),
 }
 
 /// Configures a [`SigningKeySource`].
@@ -223,14 +211,11 @@ impl SigningKeySource {
             return Err(self.not_ready());
         };
         let key = pulled.key_at(now).ok_or(SignError::NoActiveKey)?;
-        let mut token = String::with_capacity(key.header.len() + payload.len() * 4 / 3 + 400);
-        token.push_str(&key.header);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = key.sign(token.as_bytes(), &self.shared.rng)?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
-        Ok(token)
+        key.signer
+            .sign_compact(&key.header, &payload)
+            .map_err(|_| SignError::InvalidResponse {
+                reason: format!("signing with key {:?} failed", key.signer.kid()),
+            })
     }
 
     /// The kid that would sign now, if any.
@@ -244,7 +229,7 @@ impl SigningKeySource {
         pulled
             .as_ref()
             .and_then(|pulled| pulled.key_at(now))
-            .map(|key| key.kid.clone())
+            .map(|key| key.signer.kid().to_owned())
     }
 
     /// Successful pulls since construction.
@@ -299,97 +284,19 @@ impl SigningKey {
             |text: &str| rfc3339::parse(text).ok_or_else(|| invalid(format!("bad time {text:?}")));
         let activates_at = time(&document.activates_at)?;
         let deactivates_at = document.deactivates_at.as_deref().map(time).transpose()?;
-        let pair = KeyPair::from_jwk(alg, &document.jwk.params).ok_or_else(|| {
-            invalid(format!(
-                "key {:?}: not a valid {alg} private key",
-                document.kid
-            ))
-        })?;
-        let header = serde_json::json!({"alg": alg.name(), "kid": document.kid, "typ": typ});
+        let signer = JwsSigner::from_jwk(alg, document.kid.as_str(), &document.jwk.params)
+            .map_err(|_| {
+                invalid(format!(
+                    "key {:?}: not a valid {alg} private key",
+                    document.kid
+                ))
+            })?;
         Ok(SigningKey {
-            kid: document.kid.clone(),
             activates_at,
             deactivates_at,
-            pair,
-            header: URL_SAFE_NO_PAD.encode(header.to_string()),
+            header: signer.header(typ),
+            signer,
         })
-    }
-
-    fn sign(&self, message: &[u8], rng: &SystemRandom) -> Result<Vec<u8>, SignError> {
-        let failed = || SignError::InvalidResponse {
-            reason: format!("signing with key {:?} failed", self.kid),
-        };
-        match &self.pair {
-            KeyPair::Ecdsa(pair) => pair
-                .sign(rng, message)
-                .map(|signature| signature.as_ref().to_vec())
-                .map_err(|_| failed()),
-            KeyPair::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
-            KeyPair::Rsa(pair) => {
-                let mut signature = vec![0; pair.public_modulus_len()];
-                pair.sign(&signature::RSA_PKCS1_SHA256, rng, message, &mut signature)
-                    .map_err(|_| failed())?;
-                Ok(signature)
-            }
-        }
-    }
-}
-
-impl KeyPair {
-    fn from_jwk(alg: Algorithm, params: &PrivateJwkParams) -> Option<KeyPair> {
-        let decode = |text: &str| URL_SAFE_NO_PAD.decode(text).ok().map(Zeroizing::new);
-        match (alg, params) {
-            (Algorithm::Es256 | Algorithm::Es384, PrivateJwkParams::Ec { crv, x, y, d }) => {
-                let (curve, signing) = if alg == Algorithm::Es256 {
-                    ("P-256", &signature::ECDSA_P256_SHA256_FIXED_SIGNING)
-                } else {
-                    ("P-384", &signature::ECDSA_P384_SHA384_FIXED_SIGNING)
-                };
-                if crv != curve {
-                    return None;
-                }
-                let mut point = vec![0x04];
-                point.extend_from_slice(&decode(x)?);
-                point.extend_from_slice(&decode(y)?);
-                EcdsaKeyPair::from_private_key_and_public_key(signing, &decode(d)?, &point)
-                    .ok()
-                    .map(KeyPair::Ecdsa)
-            }
-            (Algorithm::EdDsa, PrivateJwkParams::Okp { crv, x, d }) if crv == "Ed25519" => {
-                Ed25519KeyPair::from_seed_and_public_key(&decode(d)?, &decode(x)?)
-                    .ok()
-                    .map(KeyPair::Ed25519)
-            }
-            (
-                Algorithm::Rs256,
-                PrivateJwkParams::Rsa {
-                    n,
-                    e,
-                    d,
-                    p,
-                    q,
-                    dp,
-                    dq,
-                    qi,
-                },
-            ) => {
-                let components = KeyPairComponents {
-                    public_key: signature::RsaPublicKeyComponents {
-                        n: decode(n)?,
-                        e: decode(e)?,
-                    },
-                    d: decode(d)?,
-                    p: decode(p)?,
-                    q: decode(q)?,
-                    dP: decode(dp)?,
-                    dQ: decode(dq)?,
-                    qInv: decode(qi)?,
-                };
-                let pair = RsaKeyPair::from_components(&components).ok()?;
-                (pair.public_modulus_len() * 8 >= 2048).then_some(KeyPair::Rsa(pair))
-            }
-            _ => None,
-        }
     }
 }
 
@@ -478,7 +385,6 @@ impl SigningKeySourceBuilder {
             backoff_initial: self.backoff_initial,
             backoff_max: self.backoff_max,
             typ: self.typ,
-            rng: SystemRandom::new(),
             keys: ArcSwapOption::empty(),
             last_error: Mutex::new(None),
             attempts: watch::Sender::new(0),
@@ -564,3 +470,4 @@ impl Shared {
         Ok(Arc::new(Pulled { current, next }))
     }
 }
+

@@ -1,8 +1,10 @@
 //! Signing keys: generation per algorithm, the public JWK and its thumbprint, and
 //! the self-signed certificate published as `x5c`.
 //!
-//! All key material is handled by aws-lc-rs (see ARCHITECTURE.md for why), and
-//! the private key only ever leaves this module as PKCS#8 DER for the store.
+//! All key material is handled by aws-lc-rs (see ARCHITECTURE.md for why). The
+//! private key leaves this module only as PKCS#8 DER, for the store and for the
+//! client crate's `JwsSigner` (jwkd's one JWS signer, see `Signer`), and as the
+//! private JWK parameters the issuer endpoint hands out.
 
 mod cert;
 mod generate;

@@ -1,9 +1,9 @@
 use std::fmt;
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, RSA_PKCS1_SHA256, RsaKeyPair};
+use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jwkd_client::jws::{JwsError, JwsSigner};
 use pkcs1::der::Decode;
 use serde_json::{Map, Value};
 
@@ -11,23 +11,23 @@ use super::{Algorithm, KeyError, PrivateKey};
 
 /// A parsed private key ready to sign: made once per key when a keyset is
 /// published, so signing a token does not parse PKCS#8 again.
+///
+/// The signing itself is the client crate's [`JwsSigner`], the one JWS signer
+/// of jwkd; this adds the headers of the two token types jwkd signs, built once.
 pub struct Signer {
     alg: Algorithm,
-    kid: String,
-    inner: Inner,
-}
-
-enum Inner {
-    Ecdsa(EcdsaKeyPair),
-    Ed25519(Ed25519KeyPair),
-    Rsa(RsaKeyPair),
+    jws: JwsSigner,
+    /// The encoded header of `typ: at+jwt` (the token endpoint).
+    access_token_header: String,
+    /// The encoded header of `typ: JWT` (`/v1/sign`).
+    jwt_header: String,
 }
 
 impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
             .field("alg", &self.alg)
-            .field("kid", &self.kid)
+            .field("kid", &self.kid())
             .finish_non_exhaustive()
     }
 }
@@ -39,30 +39,18 @@ impl Signer {
     /// [`KeyError::Invalid`] if the backend rejects the key.
     pub fn new(key: &PrivateKey, kid: &str) -> Result<Signer, KeyError> {
         let alg = key.algorithm();
-        let invalid = |reason: String| KeyError::Invalid { alg, reason };
-        let der = key.pkcs8_der();
-        let inner = match alg {
-            Algorithm::Es256 | Algorithm::Es384 => {
-                let signing = alg
-                    .ecdsa()
-                    .ok_or_else(|| invalid("not an ECDSA algorithm".into()))?;
-                Inner::Ecdsa(
-                    EcdsaKeyPair::from_pkcs8(signing, der)
-                        .map_err(|err| invalid(err.to_string()))?,
-                )
-            }
-            Algorithm::EdDsa => Inner::Ed25519(
-                Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-                    .map_err(|err| invalid(err.to_string()))?,
-            ),
-            Algorithm::Rs256 => {
-                Inner::Rsa(RsaKeyPair::from_pkcs8(der).map_err(|err| invalid(err.to_string()))?)
-            }
-        };
+        let jws = JwsSigner::from_pkcs8(alg.into(), kid, key.pkcs8_der()).map_err(|err| {
+            let reason = match err {
+                JwsError::InvalidKey { reason } => reason,
+                other => other.to_string(),
+            };
+            KeyError::Invalid { alg, reason }
+        })?;
         Ok(Signer {
             alg,
-            kid: kid.to_owned(),
-            inner,
+            access_token_header: jws.header("at+jwt"),
+            jwt_header: jws.header("JWT"),
+            jws,
         })
     }
 
@@ -73,26 +61,7 @@ impl Signer {
 
     /// The kid of the key.
     pub fn kid(&self) -> &str {
-        &self.kid
-    }
-
-    /// The raw JWS signature of `message` (for ECDSA the fixed-size `r || s`).
-    ///
-    /// # Errors
-    /// [`KeyError::Sign`] if the backend fails.
-    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let failed = |_| KeyError::Sign(self.alg);
-        let rng = SystemRandom::new();
-        match &self.inner {
-            Inner::Ecdsa(pair) => Ok(pair.sign(&rng, message).map_err(failed)?.as_ref().to_vec()),
-            Inner::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
-            Inner::Rsa(pair) => {
-                let mut signature = vec![0u8; pair.public_modulus_len()];
-                pair.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
-                    .map_err(failed)?;
-                Ok(signature)
-            }
-        }
+        self.jws.kid()
     }
 
     /// A compact JWS of `claims` with header `{"alg","kid","typ"}`.
@@ -100,18 +69,22 @@ impl Signer {
     /// # Errors
     /// [`KeyError::Sign`] if the backend fails.
     pub fn sign_jws(&self, typ: &str, claims: &Map<String, Value>) -> Result<String, KeyError> {
-        let header = serde_json::json!({"alg": self.alg.name(), "kid": self.kid, "typ": typ});
-        // Maps of JSON values always serialize.
-        let header = serde_json::to_vec(&header).expect("header serializes");
-        let payload = serde_json::to_vec(claims).expect("claims serialize");
-        let mut token = String::with_capacity(header.len() * 4 / 3 + payload.len() * 4 / 3 + 400);
-        URL_SAFE_NO_PAD.encode_string(&header, &mut token);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
-        let signature = self.sign(token.as_bytes())?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
-        Ok(token)
+        let built;
+        let header = match typ {
+            "at+jwt" => &self.access_token_header,
+            "JWT" => &self.jwt_header,
+            other => {
+                built = self.jws.header(other);
+                &built
+            }
+        };
+        // Room for the claims jwkd mints, so the buffer does not grow while they
+        // are written. Maps of JSON values always serialize.
+        let mut payload = Vec::with_capacity(512);
+        serde_json::to_writer(&mut payload, claims).expect("claims serialize");
+        self.jws
+            .sign_compact(header, &payload)
+            .map_err(|_| KeyError::Sign(self.alg))
     }
 }
 
@@ -222,13 +195,20 @@ mod tests {
         }
     }
 
+    /// Checks the signature of a compact JWS with the public key of `key`.
+    fn verify_token(key: &PrivateKey, token: &str) {
+        let (message, signature) = token.rsplit_once('.').unwrap();
+        verify(key, message.as_bytes(), &decode(signature));
+    }
+
     #[test]
     fn signatures_verify_with_the_published_key() {
+        let claims = serde_json::json!({"sub": "a"});
         for alg in Algorithm::ALL {
             let key = PrivateKey::generate(alg).unwrap();
             let signer = Signer::new(&key, &key.thumbprint()).unwrap();
-            let signature = signer.sign(b"message").unwrap();
-            verify(&key, b"message", &signature);
+            let token = signer.sign_jws("JWT", claims.as_object().unwrap()).unwrap();
+            verify_token(&key, &token);
         }
     }
 
@@ -255,6 +235,25 @@ mod tests {
                     assert!(members.contains_key(member), "{member}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn tokens_have_the_header_they_always_had() {
+        let key = PrivateKey::generate(Algorithm::Es256).unwrap();
+        let signer = Signer::new(&key, "kid-1").unwrap();
+        let claims = serde_json::json!({"sub": "a"});
+        for typ in ["at+jwt", "JWT", "other"] {
+            let token = signer.sign_jws(typ, claims.as_object().unwrap()).unwrap();
+            let header = token.split('.').next().unwrap();
+            let expected = serde_json::json!({"alg": "ES256", "kid": "kid-1", "typ": typ});
+            assert_eq!(decode(header), serde_json::to_vec(&expected).unwrap());
+            let message = &token[..token.rfind('.').unwrap()];
+            verify(
+                &key,
+                message.as_bytes(),
+                &decode(token.rsplit('.').next().unwrap()),
+            );
         }
     }
 
