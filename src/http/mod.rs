@@ -7,11 +7,12 @@
 //! request, so a reload that adds the first client opens them. With
 //! `server.private_listen` the issuer and admin endpoints move to that listener.
 
+mod admin;
 mod credentials;
 mod discovery;
 mod error;
+mod issuer;
 mod jwks;
-mod keys_api;
 mod ops;
 pub mod server;
 mod token;
@@ -19,9 +20,10 @@ mod token;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use serde::Serialize;
 use tokio::sync::mpsc;
-use warp::Filter;
 use warp::filters::BoxedFilter;
+use warp::{Filter, Reply};
 
 pub use error::ApiError;
 
@@ -98,6 +100,17 @@ fn reply(
     result: Result<warp::reply::Response, ApiError>,
 ) -> Result<warp::reply::Response, warp::Rejection> {
     result.map_err(warp::reject::custom)
+}
+
+/// `body` as JSON with `Cache-Control: no-store`: for answers that hold a
+/// token, a key or the result of an admin action.
+fn no_store(body: &impl Serialize) -> warp::reply::Response {
+    let mut response = warp::reply::json(body).into_response();
+    response.headers_mut().insert(
+        "cache-control",
+        warp::http::HeaderValue::from_static("no-store"),
+    );
+    response
 }
 
 fn jwks_route(shared: &Arc<Shared>) -> Route {
@@ -184,7 +197,7 @@ fn issuer_and_admin_routes(api: &Api) -> Route {
         .and(with_shared(shared.clone()))
         .and(authorization())
         .and_then(|shared, authorization| async move {
-            reply(keys_api::signing_keys(shared, authorization).await)
+            reply(issuer::signing_keys(shared, authorization).await)
         });
     let sign = warp::path!("v1" / "sign")
         .and(warp::post())
@@ -192,7 +205,7 @@ fn issuer_and_admin_routes(api: &Api) -> Route {
         .and(authorization())
         .and(body())
         .and_then(|shared, authorization, body| async move {
-            reply(keys_api::sign(shared, authorization, body).await)
+            reply(issuer::sign(shared, authorization, body).await)
         });
     let events = api.events.clone();
     let rotate = warp::path!("v1" / "rotate")
@@ -203,7 +216,7 @@ fn issuer_and_admin_routes(api: &Api) -> Route {
             let events = events.clone();
             async move {
                 reply(
-                    keys_api::admin(shared, events, authorization, keys_api::AdminAction::Rotate)
+                    admin::admin(shared, events, authorization, admin::AdminAction::Rotate)
                         .await,
                 )
             }
@@ -217,11 +230,11 @@ fn issuer_and_admin_routes(api: &Api) -> Route {
             let events = events.clone();
             async move {
                 reply(
-                    keys_api::admin(
+                    admin::admin(
                         shared,
                         events,
                         authorization,
-                        keys_api::AdminAction::Revoke(kid),
+                        admin::AdminAction::Revoke(kid),
                     )
                     .await,
                 )

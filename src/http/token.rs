@@ -151,7 +151,7 @@ pub async fn token(
     let scope = scopes.join(" ");
 
     let config = shared.config.load();
-    super::keys_api::refuse_while_clock_is_off(&shared)?;
+    super::issuer::refuse_while_clock_is_off(&shared)?;
     let now = shared.clock.now();
     let signer = shared
         .view

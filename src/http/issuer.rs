@@ -1,33 +1,18 @@
-//! The issuer endpoints (`GET /v1/signing-keys`, `POST /v1/sign`) and the admin
-//! endpoints (`POST /v1/rotate`, `POST /v1/revoke/{kid}`).
+//! The issuer endpoints: `GET /v1/signing-keys` and `POST /v1/sign`.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
-use tokio::sync::{mpsc, oneshot};
-use warp::Reply;
-use warp::http::StatusCode;
 
 use super::credentials;
 use super::error::ApiError;
 use super::token::new_jti;
-use crate::auth::Role;
+use crate::auth::{ClientConfig, Role};
 use crate::keyset::KeyRecord;
-use crate::operation::OperationError;
-use crate::rotator::Event;
 use crate::state::Shared;
 use crate::timeline;
-
-fn no_store(body: &Value) -> warp::reply::Response {
-    let mut response = warp::reply::json(body).into_response();
-    response.headers_mut().insert(
-        "cache-control",
-        warp::http::HeaderValue::from_static("no-store"),
-    );
-    response
-}
 
 fn time(at: Option<DateTime<Utc>>) -> Value {
     at.map_or(Value::Null, |at| {
@@ -71,7 +56,7 @@ pub async fn signing_keys(
         "current": signing_key(current)?,
         "next": next.map(signing_key).transpose()?,
     });
-    Ok(no_store(&body))
+    Ok(super::no_store(&body))
 }
 
 /// `POST /v1/sign`: claims in, a compact JWS out; `iat`, `nbf` and `jti` set,
@@ -173,7 +158,7 @@ pub async fn sign(
         jti = %claims["jti"],
         "signed a token"
     );
-    Ok(no_store(&json!({
+    Ok(super::no_store(&json!({
         "token": token,
         "kid": signer.kid(),
         "exp": exp,
@@ -181,84 +166,10 @@ pub async fn sign(
     })))
 }
 
-/// What an admin asked for.
-pub enum AdminAction {
-    /// Rotate now.
-    Rotate,
-    /// Revoke this kid.
-    Revoke(String),
-}
-
-/// `POST /v1/rotate` and `POST /v1/revoke/{kid}`: the same path as the CLI verbs,
-/// run by the rotator; audited in the log.
-///
-/// # Errors
-/// 401/403; 404 for an unknown kid; 409 for a kid already revoked; 503 when the store fails.
-pub async fn admin(
-    shared: Arc<Shared>,
-    events: mpsc::Sender<Event>,
-    request: super::RequestAuth,
-    action: AdminAction,
-) -> Result<warp::reply::Response, ApiError> {
-    let client = credentials::authorize(&shared, request, Role::Admin).await?;
-    let (reply, answer) = oneshot::channel();
-    let (event, what) = match action {
-        AdminAction::Rotate => (Event::RotateNow(reply), "rotate".to_owned()),
-        AdminAction::Revoke(kid) => {
-            let what = format!("revoke {kid}");
-            (Event::Revoke(kid, reply), what)
-        }
-    };
-    let unavailable = || {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "temporarily_unavailable",
-            "the rotator is not running",
-        )
-    };
-    events.send(event).await.map_err(|_| unavailable())?;
-    let result = answer.await.map_err(|_| unavailable())?;
-    let changes = match result {
-        Ok(changes) => changes,
-        Err(err) => {
-            tracing::warn!(target: "jwkd::audit", client = %client.id, action = %what, %err, "admin action failed");
-            return Err(match err {
-                OperationError::UnknownKid(_) => {
-                    ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
-                }
-                OperationError::AlreadyRevoked(_) => {
-                    ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string())
-                }
-                _ => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "temporarily_unavailable",
-                    err.to_string(),
-                ),
-            });
-        }
-    };
-    for change in &changes {
-        tracing::info!(target: "jwkd::audit", client = %client.id, action = %what, "{change}");
-    }
-    let view = shared.view.load();
-    let now = view.time_at(shared.clock.now());
-    let keys: Vec<Value> = view
-        .keyset
-        .keys
-        .iter()
-        .map(|key| timeline::summary_at(key, now))
-        .collect();
-    let changes: Vec<String> = changes.iter().map(ToString::to_string).collect();
-    Ok(no_store(&json!({"keys": keys, "changes": changes})))
-}
-
 /// The `aud` to sign for `client`: what it asked for if every audience in it is
 /// one of the client's (`aud` may be a string or an array of strings), else the
 /// client's first audience when it asked for none.
-fn allowed_audience(
-    client: &crate::auth::ClientConfig,
-    requested: Option<&Value>,
-) -> Result<Value, ApiError> {
+fn allowed_audience(client: &ClientConfig, requested: Option<&Value>) -> Result<Value, ApiError> {
     let allowed = |audience: &str| client.audiences.iter().any(|own| own == audience);
     let refuse = |audience: &str| {
         ApiError::invalid_request(format!(
