@@ -9,6 +9,7 @@
 //! parses each key on its own (see [`KeySet`](crate::KeySet)) so one unusable key does
 //! not reject the whole set.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -95,8 +96,9 @@ pub struct JwkSet {
 
 /// A private JSON Web Key: the public parameters plus the private ones.
 ///
-/// `Debug` prints the kid and algorithm only.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` prints the kid and algorithm only. It serializes with its members in
+/// sorted order, as `/v1/signing-keys` has always written them.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct PrivateJwk {
     /// Key type specific parameters, public and private.
     #[serde(flatten)]
@@ -108,6 +110,18 @@ pub struct PrivateJwk {
     /// Intended use (`sig`), if stated.
     #[serde(rename = "use", default, skip_serializing_if = "Option::is_none")]
     pub use_: Option<String>,
+}
+
+impl Serialize for PrivateJwk {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut members: BTreeMap<&str, &str> = self.params.members().into_iter().collect();
+        members.insert("kid", &self.kid);
+        members.insert("alg", &self.alg);
+        if let Some(use_) = &self.use_ {
+            members.insert("use", use_);
+        }
+        members.serialize(serializer)
+    }
 }
 
 impl fmt::Debug for PrivateJwk {
@@ -169,6 +183,37 @@ pub enum PrivateJwkParams {
 }
 
 impl PrivateJwkParams {
+    /// Every member with its value, `kty` included.
+    fn members(&self) -> Vec<(&'static str, &str)> {
+        let kty = ("kty", self.kty());
+        match self {
+            PrivateJwkParams::Ec { crv, x, y, d } => {
+                vec![kty, ("crv", crv), ("x", x), ("y", y), ("d", d)]
+            }
+            PrivateJwkParams::Okp { crv, x, d } => vec![kty, ("crv", crv), ("x", x), ("d", d)],
+            PrivateJwkParams::Rsa {
+                n,
+                e,
+                d,
+                p,
+                q,
+                dp,
+                dq,
+                qi,
+            } => vec![
+                kty,
+                ("n", n),
+                ("e", e),
+                ("d", d),
+                ("p", p),
+                ("q", q),
+                ("dp", dp),
+                ("dq", dq),
+                ("qi", qi),
+            ],
+        }
+    }
+
     /// The `kty` name.
     pub fn kty(&self) -> &'static str {
         match self {

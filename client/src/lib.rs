@@ -94,7 +94,8 @@
 //!   cooldown, bounded stale-if-error, and the one refresher task.
 //! - [`verify`]: [`Verifier`] and the proof type [`Verified`].
 //! - [`error`]: one error enum per kind of caller; [`Error`] has one variant per check.
-//! - [`token_source`]: [`TokenSource`]. [`signing_keys`]: [`SigningKeySource`].
+//! - [`token_source`]: [`TokenSource`]. [`signing_keys`]: [`SigningKeySource`] and the
+//!   signing-keys document, the one type the daemon writes and this crate reads.
 //! - `jws` (hidden from these docs): the compact JWS signer, shared with the daemon so
 //!   jwkd has one.
 //! - `warp` (feature `warp`) and `tower` (feature `tower`): middleware.

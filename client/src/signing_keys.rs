@@ -28,7 +28,10 @@ use crate::rfc3339;
 
 const MAX_RESPONSE: usize = 64 * 1024;
 
-/// The body of `GET /v1/signing-keys` (CONTRACT §6.4). The daemon serializes this type.
+/// The body of `GET /v1/signing-keys` (CONTRACT §6.4): the daemon serializes this
+/// type and [`SigningKeySource`] parses it.
+///
+/// Members are declared in sorted order, as the document has always been written.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SigningKeysDocument {
     /// The key that signs now.
@@ -40,16 +43,16 @@ pub struct SigningKeysDocument {
 /// One key of a [`SigningKeysDocument`]. Times are RFC 3339 UTC strings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SigningKeyDocument {
-    /// The key's kid (its RFC 7638 thumbprint).
-    pub kid: String,
-    /// The JWS algorithm.
-    pub alg: String,
     /// When the key starts signing.
     pub activates_at: String,
+    /// The JWS algorithm.
+    pub alg: String,
     /// When it stops signing; `null` while it has no successor (it keeps signing).
     pub deactivates_at: Option<String>,
     /// The private key.
     pub jwk: PrivateJwk,
+    /// The key's kid (its RFC 7638 thumbprint).
+    pub kid: String,
 }
 
 /// Signs tokens with the signing key jwkd hands out, switching keys on schedule.
@@ -471,3 +474,88 @@ impl Shared {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwk::PrivateJwkParams;
+
+    fn key(
+        params: PrivateJwkParams,
+        alg: &str,
+        deactivates_at: Option<&str>,
+    ) -> SigningKeyDocument {
+        SigningKeyDocument {
+            activates_at: "2025-01-01T00:00:00Z".into(),
+            alg: alg.into(),
+            deactivates_at: deactivates_at.map(Into::into),
+            jwk: PrivateJwk {
+                params,
+                kid: "k".into(),
+                alg: alg.into(),
+                use_: Some("sig".into()),
+            },
+            kid: "k".into(),
+        }
+    }
+
+    /// The daemon used to write this document as a JSON map, whose members come
+    /// out sorted; the typed document writes the same bytes.
+    #[test]
+    fn the_document_is_written_with_its_members_sorted() {
+        let ec = PrivateJwkParams::Ec {
+            crv: "P-256".into(),
+            x: "X".into(),
+            y: "Y".into(),
+            d: "D".into(),
+        };
+        let rsa = PrivateJwkParams::Rsa {
+            n: "N".into(),
+            e: "E".into(),
+            d: "D".into(),
+            p: "P".into(),
+            q: "Q".into(),
+            dp: "DP".into(),
+            dq: "DQ".into(),
+            qi: "QI".into(),
+        };
+        let document = SigningKeysDocument {
+            current: key(ec, "ES256", Some("2025-02-01T00:00:00Z")),
+            next: Some(key(rsa, "RS256", None)),
+        };
+        let text = serde_json::to_string(&document).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"current":{"activates_at":"2025-01-01T00:00:00Z","alg":"ES256","#,
+                r#""deactivates_at":"2025-02-01T00:00:00Z","jwk":{"alg":"ES256","crv":"P-256","#,
+                r#""d":"D","kid":"k","kty":"EC","use":"sig","x":"X","y":"Y"},"kid":"k"},"#,
+                r#""next":{"activates_at":"2025-01-01T00:00:00Z","alg":"RS256","#,
+                r#""deactivates_at":null,"jwk":{"alg":"RS256","d":"D","dp":"DP","dq":"DQ","#,
+                r#""e":"E","kid":"k","kty":"RSA","n":"N","p":"P","q":"Q","qi":"QI","use":"sig"},"#,
+                r#""kid":"k"}}"#,
+            )
+        );
+        let sorted = serde_json::to_string(&serde_json::to_value(&document).unwrap()).unwrap();
+        assert_eq!(text, sorted);
+        let parsed: SigningKeysDocument = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&parsed).unwrap(), text);
+
+        let okp = PrivateJwkParams::Okp {
+            crv: "Ed25519".into(),
+            x: "X".into(),
+            d: "D".into(),
+        };
+        let document = SigningKeysDocument {
+            current: key(okp, "EdDSA", None),
+            next: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&document).unwrap(),
+            concat!(
+                r#"{"current":{"activates_at":"2025-01-01T00:00:00Z","alg":"EdDSA","#,
+                r#""deactivates_at":null,"jwk":{"alg":"EdDSA","crv":"Ed25519","d":"D","#,
+                r#""kid":"k","kty":"OKP","use":"sig","x":"X"},"kid":"k"},"next":null}"#,
+            )
+        );
+    }
+}

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use jwkd_client::jwk::PrivateJwk;
+use jwkd_client::signing_keys::{SigningKeyDocument, SigningKeysDocument};
 use serde_json::{Map, Value, json};
 
 use super::credentials;
@@ -14,30 +16,30 @@ use crate::keyset::KeyRecord;
 use crate::state::Shared;
 use crate::timeline;
 
-fn time(at: Option<DateTime<Utc>>) -> Value {
-    at.map_or(Value::Null, |at| {
-        json!(at.to_rfc3339_opts(SecondsFormat::Secs, true))
-    })
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn signing_key(key: &KeyRecord) -> Result<Value, ApiError> {
-    let mut jwk = key.key.private_jwk_members().map_err(|err| {
+fn signing_key(key: &KeyRecord) -> Result<SigningKeyDocument, ApiError> {
+    let params = key.key.private_jwk_params().map_err(|err| {
         tracing::error!(kid = %key.kid, %err, "cannot export a signing key");
         ApiError::internal()
     })?;
-    jwk.insert("kid".into(), json!(key.kid));
-    jwk.insert("alg".into(), json!(key.alg.name()));
-    jwk.insert("use".into(), json!("sig"));
-    Ok(json!({
-        "kid": key.kid,
-        "alg": key.alg.name(),
-        "activates_at": time(Some(key.activates_at)),
-        "deactivates_at": time(key.deactivates_at),
-        "jwk": jwk,
-    }))
+    Ok(SigningKeyDocument {
+        activates_at: rfc3339(key.activates_at),
+        alg: key.alg.name().to_owned(),
+        deactivates_at: key.deactivates_at.map(rfc3339),
+        jwk: PrivateJwk {
+            params,
+            kid: key.kid.clone(),
+            alg: key.alg.name().to_owned(),
+            use_: Some("sig".to_owned()),
+        },
+        kid: key.kid.clone(),
+    })
 }
 
-/// `GET /v1/signing-keys`.
+/// `GET /v1/signing-keys`: the [`SigningKeysDocument`] of the client's family.
 ///
 /// # Errors
 /// 401/403, or 503 when the family has no current key.
@@ -52,11 +54,11 @@ pub async fn signing_keys(
         .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
     let next = timeline::next_at(&view.keyset, client.algorithm, now);
     tracing::info!(target: "jwkd::audit", client = %client.id, kid = %current.kid, "signing keys pulled");
-    let body = json!({
-        "current": signing_key(current)?,
-        "next": next.map(signing_key).transpose()?,
-    });
-    Ok(super::no_store(&body))
+    let document = SigningKeysDocument {
+        current: signing_key(current)?,
+        next: next.map(signing_key).transpose()?,
+    };
+    Ok(super::no_store(&document))
 }
 
 /// `POST /v1/sign`: claims in, a compact JWS out; `iat`, `nbf` and `jti` set,

@@ -3,6 +3,7 @@ use std::fmt;
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jwkd_client::jwk::{JwkParams, PrivateJwkParams};
 use jwkd_client::jws::{JwsError, JwsSigner};
 use pkcs1::der::Decode;
 use serde_json::{Map, Value};
@@ -89,23 +90,19 @@ impl Signer {
 }
 
 impl PrivateKey {
-    /// The private JWK members (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2): the public
-    /// parameters plus `d` (and for RSA the CRT members). Only the issuer
-    /// endpoint hands this out.
+    /// The private JWK parameters (RFC 7518 §6.2.2, §6.3.2; RFC 8037 §2): the
+    /// public parameters plus `d` (and for RSA the CRT members). Only the issuer
+    /// endpoint hands these out.
     ///
     /// # Errors
     /// [`KeyError::Invalid`] if the stored key cannot be decoded.
-    pub fn private_jwk_members(&self) -> Result<Map<String, Value>, KeyError> {
+    pub fn private_jwk_params(&self) -> Result<PrivateJwkParams, KeyError> {
         let alg = self.algorithm();
         let invalid = |reason: String| KeyError::Invalid { alg, reason };
-        let mut members = match serde_json::to_value(self.public_params()) {
-            Ok(Value::Object(members)) => members,
-            _ => return Err(invalid("public parameters do not serialize".into())),
-        };
-        let b64 = |bytes: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(bytes));
+        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
         let der = self.pkcs8_der();
-        match alg {
-            Algorithm::Es256 | Algorithm::Es384 => {
+        match (self.public_params().clone(), alg) {
+            (JwkParams::Ec { crv, x, y }, Algorithm::Es256 | Algorithm::Es384) => {
                 use aws_lc_rs::encoding::{AsBigEndian, EcPrivateKeyBin};
                 let signing = alg
                     .ecdsa()
@@ -116,9 +113,10 @@ impl PrivateKey {
                     .private_key()
                     .as_be_bytes()
                     .map_err(|_| invalid("cannot export the scalar".into()))?;
-                members.insert("d".into(), b64(scalar.as_ref()));
+                let d = b64(scalar.as_ref());
+                Ok(PrivateJwkParams::Ec { crv, x, y, d })
             }
-            Algorithm::EdDsa => {
+            (JwkParams::Okp { crv, x }, Algorithm::EdDsa) => {
                 use aws_lc_rs::encoding::{AsBigEndian, Curve25519SeedBin};
                 let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
                     .map_err(|err| invalid(err.to_string()))?;
@@ -128,28 +126,28 @@ impl PrivateKey {
                 let seed: Curve25519SeedBin<'_> = seed
                     .as_be_bytes()
                     .map_err(|_| invalid("cannot export the seed".into()))?;
-                members.insert("d".into(), b64(seed.as_ref()));
+                let d = b64(seed.as_ref());
+                Ok(PrivateJwkParams::Okp { crv, x, d })
             }
-            Algorithm::Rs256 => {
+            (JwkParams::Rsa { n, e }, Algorithm::Rs256) => {
                 let info =
                     pkcs8::PrivateKeyInfo::from_der(der).map_err(|err| invalid(err.to_string()))?;
                 let rsa = pkcs1::RsaPrivateKey::from_der(info.private_key)
                     .map_err(|err| invalid(err.to_string()))?;
-                // Borrowed from the zeroizing PKCS#8 buffer: nothing to wipe here.
-                let secret = [
-                    ("d", rsa.private_exponent.as_bytes()),
-                    ("p", rsa.prime1.as_bytes()),
-                    ("q", rsa.prime2.as_bytes()),
-                    ("dp", rsa.exponent1.as_bytes()),
-                    ("dq", rsa.exponent2.as_bytes()),
-                    ("qi", rsa.coefficient.as_bytes()),
-                ];
-                for (name, bytes) in secret.iter() {
-                    members.insert((*name).into(), b64(bytes));
-                }
+                // The encoded secrets are wiped when the parameters are dropped.
+                Ok(PrivateJwkParams::Rsa {
+                    n,
+                    e,
+                    d: b64(rsa.private_exponent.as_bytes()),
+                    p: b64(rsa.prime1.as_bytes()),
+                    q: b64(rsa.prime2.as_bytes()),
+                    dp: b64(rsa.exponent1.as_bytes()),
+                    dq: b64(rsa.exponent2.as_bytes()),
+                    qi: b64(rsa.coefficient.as_bytes()),
+                })
             }
+            _ => Err(invalid("public parameters of another key type".into())),
         }
-        Ok(members)
     }
 }
 
@@ -230,11 +228,26 @@ mod tests {
                 "{alg}: d has {} bytes",
                 d.len()
             );
+            let public = serde_json::to_value(key.public_params()).unwrap();
+            for (member, value) in public.as_object().unwrap() {
+                assert_eq!(members.get(member), Some(value), "{alg}: {member}");
+            }
             if alg == Algorithm::Rs256 {
                 for member in ["p", "q", "dp", "dq", "qi", "n", "e"] {
                     assert!(members.contains_key(member), "{member}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_signer_from_the_private_jwk_signs_as_the_stored_key_verifies() {
+        for alg in Algorithm::ALL {
+            let key = PrivateKey::generate(alg).unwrap();
+            let params = key.private_jwk_params().unwrap();
+            let signer = JwsSigner::from_jwk(alg.into(), key.thumbprint(), &params).unwrap();
+            let token = signer.sign_compact(&signer.header("JWT"), b"{}").unwrap();
+            verify_token(&key, &token);
         }
     }
 
@@ -258,6 +271,16 @@ mod tests {
     }
 
     fn private_jwk(key: &PrivateKey) -> Map<String, Value> {
-        key.private_jwk_members().unwrap()
+        let jwk = jwkd_client::jwk::PrivateJwk {
+            params: key.private_jwk_params().unwrap(),
+            kid: key.thumbprint(),
+            alg: key.algorithm().name().into(),
+            use_: None,
+        };
+        serde_json::to_value(jwk)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
     }
 }
