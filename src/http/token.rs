@@ -4,23 +4,14 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use warp::Reply;
 use warp::http::StatusCode;
 
 use super::credentials::{self, Presented};
 use super::error::ApiError;
+use super::mint::Mint;
 use crate::state::Shared;
-
-/// A fresh random `jti`.
-pub fn new_jti() -> Result<String, ApiError> {
-    let mut bytes = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal())?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
-}
 
 /// The request parameters, each at most once (RFC 6749 §3.2).
 fn parse_form(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -151,15 +142,9 @@ pub async fn token(
     let scope = scopes.join(" ");
 
     let config = shared.config.load();
-    super::issuer::refuse_while_clock_is_off(&shared)?;
-    let now = shared.clock.now();
-    let signer = shared
-        .view
-        .load()
-        .current_signer_at(client.algorithm, now)
-        .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
-    let lifetime = config.issuer.token_lifetime.as_secs();
-    let iat = now.timestamp();
+    let mint = Mint::begin(&shared)?;
+    let (exp, _) = mint.expiry(None)?;
+    let expires_in = exp - mint.iat();
     let mut claims = Map::new();
     if let Some(issuer) = &config.issuer.issuer {
         claims.insert("iss".into(), json!(issuer));
@@ -167,33 +152,20 @@ pub async fn token(
     claims.insert("sub".into(), json!(client.id));
     claims.insert("client_id".into(), json!(client.id));
     claims.insert("aud".into(), json!(audience));
-    claims.insert("iat".into(), json!(iat));
-    claims.insert("nbf".into(), json!(iat));
-    claims.insert(
-        "exp".into(),
-        json!(iat + i64::try_from(lifetime).unwrap_or(i64::MAX - iat)),
-    );
-    claims.insert("jti".into(), json!(new_jti()?));
     if !scope.is_empty() {
         claims.insert("scope".into(), json!(scope));
     }
-    let access_token = signer.sign_jws("at+jwt", &claims).map_err(|err| {
-        tracing::error!(%err, "cannot sign a token");
-        ApiError::internal()
-    })?;
-    shared.metrics.tokens_issued.inc();
-    let body = json!({
+    let access_token = mint
+        .sign(client.algorithm, "at+jwt", &mut claims, exp)?
+        .token;
+    let mut response = super::no_store(&json!({
         "access_token": access_token,
         "token_type": "Bearer",
-        "expires_in": lifetime,
+        "expires_in": expires_in,
         "scope": scope,
-    });
-    let mut response = warp::reply::json(&body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        "cache-control",
-        warp::http::HeaderValue::from_static("no-store"),
-    );
-    headers.insert("pragma", warp::http::HeaderValue::from_static("no-cache"));
+    }));
+    response
+        .headers_mut()
+        .insert("pragma", warp::http::HeaderValue::from_static("no-cache"));
     Ok(response)
 }
