@@ -6,6 +6,8 @@
 //! configured they answer `404` like any unknown route; that is checked per
 //! request, so a reload that adds the first client opens them. With
 //! `server.private_listen` the issuer and admin endpoints move to that listener.
+//! Every endpoint is a row of one table, [`ENDPOINTS`], from which the routes are
+//! built and requests are labelled for metrics.
 
 mod admin;
 mod credentials;
@@ -13,6 +15,7 @@ mod discovery;
 mod error;
 mod issuer;
 mod jwks;
+mod mint;
 mod ops;
 pub mod server;
 mod token;
@@ -113,10 +116,151 @@ fn no_store(body: &impl Serialize) -> warp::reply::Response {
     response
 }
 
-fn jwks_route(shared: &Arc<Shared>) -> Route {
-    warp::path!(".well-known" / "jwks.json")
-        .and(get_or_head())
-        .and(with_shared(shared.clone()))
+/// Who may call an endpoint, which decides the listeners it is mounted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Anyone: on the public listener.
+    Open,
+    /// A client: on the public listener, while clients are configured.
+    Client,
+    /// A client with the issuer or admin role: on the private listener if there
+    /// is one, else on the public listener, while clients are configured.
+    IssuerOrAdmin,
+}
+
+/// An endpoint: its path, which is also its `route` label in
+/// `jwkd_http_requests_total`, who may call it, and how it answers.
+struct Endpoint {
+    path: &'static str,
+    /// The path ends in one more segment (`/{kid}`), which `answer` extracts; the
+    /// label is the path without it.
+    parameter: bool,
+    access: Access,
+    /// Everything after the path: methods, headers, body and the handler.
+    answer: fn(&Api) -> Route,
+}
+
+/// Every endpoint. The routes are built from this table and requests are
+/// labelled from it, so an endpoint cannot be served without its label.
+const ENDPOINTS: [Endpoint; 11] = [
+    Endpoint {
+        path: "/.well-known/jwks.json",
+        parameter: false,
+        access: Access::Open,
+        answer: jwks_answer,
+    },
+    Endpoint {
+        path: "/healthz",
+        parameter: false,
+        access: Access::Open,
+        answer: healthz_answer,
+    },
+    Endpoint {
+        path: "/readyz",
+        parameter: false,
+        access: Access::Open,
+        answer: readyz_answer,
+    },
+    Endpoint {
+        path: "/metrics",
+        parameter: false,
+        access: Access::Open,
+        answer: metrics_answer,
+    },
+    Endpoint {
+        path: "/.well-known/openid-configuration",
+        parameter: false,
+        access: Access::Open,
+        answer: discovery_answer,
+    },
+    Endpoint {
+        path: "/.well-known/oauth-authorization-server",
+        parameter: false,
+        access: Access::Open,
+        answer: discovery_answer,
+    },
+    Endpoint {
+        path: "/oauth2/token",
+        parameter: false,
+        access: Access::Client,
+        answer: token_answer,
+    },
+    Endpoint {
+        path: "/v1/signing-keys",
+        parameter: false,
+        access: Access::IssuerOrAdmin,
+        answer: signing_keys_answer,
+    },
+    Endpoint {
+        path: "/v1/sign",
+        parameter: false,
+        access: Access::IssuerOrAdmin,
+        answer: sign_answer,
+    },
+    Endpoint {
+        path: "/v1/rotate",
+        parameter: false,
+        access: Access::IssuerOrAdmin,
+        answer: rotate_answer,
+    },
+    Endpoint {
+        path: "/v1/revoke",
+        parameter: true,
+        access: Access::IssuerOrAdmin,
+        answer: revoke_answer,
+    },
+];
+
+impl Endpoint {
+    fn route(&self, api: &Api) -> Route {
+        let path = self
+            .path
+            .split('/')
+            .filter(|segment| !segment.is_empty())
+            .fold(warp::any().boxed(), |path, segment| {
+                path.and(warp::path(segment)).boxed()
+            });
+        let path = if self.parameter {
+            path
+        } else {
+            path.and(warp::path::end()).boxed()
+        };
+        path.and((self.answer)(api)).boxed()
+    }
+
+    /// Whether `path`, a request's, is counted under this endpoint's label.
+    fn labels(&self, path: &str) -> bool {
+        path.strip_prefix(self.path)
+            .is_some_and(|rest| rest.is_empty() || (self.parameter && rest.starts_with('/')))
+    }
+}
+
+/// The endpoints of `access`, or `None` if it has none.
+fn routes_of(api: &Api, access: Access) -> Option<Route> {
+    let routes = ENDPOINTS
+        .iter()
+        .filter(|endpoint| endpoint.access == access)
+        .map(|endpoint| endpoint.route(api))
+        .reduce(|routes, route| routes.or(route).unify().boxed())?;
+    Some(match access {
+        Access::Open => routes,
+        Access::Client | Access::IssuerOrAdmin => {
+            with_clients(api.shared.clone()).and(routes).boxed()
+        }
+    })
+}
+
+/// The route label of a request path, for metrics (bounded cardinality).
+fn route_label(path: &str) -> &'static str {
+    ENDPOINTS
+        .iter()
+        .find(|endpoint| endpoint.labels(path))
+        .map_or("other", |endpoint| endpoint.path)
+}
+
+fn jwks_answer(api: &Api) -> Route {
+    get_or_head()
+        .and(with_shared(api.shared.clone()))
         .and(warp::header::optional::<String>("if-none-match"))
         .and(warp::header::optional::<String>("if-modified-since"))
         .and(warp::header::optional::<String>("accept"))
@@ -127,35 +271,34 @@ fn jwks_route(shared: &Arc<Shared>) -> Route {
                     if_modified_since,
                     accept,
                 };
-                reply(jwks::reply(&shared, &conditions).map(warp::Reply::into_response))
+                reply(jwks::reply(&shared, &conditions).map(Reply::into_response))
             },
         )
         .boxed()
 }
 
-fn operations_routes(shared: &Arc<Shared>) -> Route {
-    let healthz = warp::path!("healthz").and(get_or_head()).map(ops::healthz);
-    let readyz = warp::path!("readyz")
-        .and(get_or_head())
-        .and(with_shared(shared.clone()))
-        .map(|shared: Arc<Shared>| ops::readyz(&shared));
-    let metrics = warp::path!("metrics")
-        .and(get_or_head())
-        .and(with_shared(shared.clone()))
-        .map(|shared: Arc<Shared>| ops::metrics(&shared));
-    let discovery = warp::path!(".well-known" / "openid-configuration")
-        .or(warp::path!(".well-known" / "oauth-authorization-server"))
-        .unify()
-        .and(get_or_head())
-        .and(with_shared(shared.clone()))
-        .and_then(|shared: Arc<Shared>| async move { reply(discovery::document(&shared)) });
-    healthz
-        .or(readyz)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(discovery)
-        .unify()
+fn healthz_answer(_: &Api) -> Route {
+    get_or_head().map(ops::healthz).boxed()
+}
+
+fn readyz_answer(api: &Api) -> Route {
+    get_or_head()
+        .and(with_shared(api.shared.clone()))
+        .map(|shared: Arc<Shared>| ops::readyz(&shared))
+        .boxed()
+}
+
+fn metrics_answer(api: &Api) -> Route {
+    get_or_head()
+        .and(with_shared(api.shared.clone()))
+        .map(|shared: Arc<Shared>| ops::metrics(&shared))
+        .boxed()
+}
+
+fn discovery_answer(api: &Api) -> Route {
+    get_or_head()
+        .and(with_shared(api.shared.clone()))
+        .and_then(|shared: Arc<Shared>| async move { reply(discovery::document(&shared)) })
         .boxed()
 }
 
@@ -176,11 +319,9 @@ fn with_clients(shared: Arc<Shared>) -> impl Filter<Extract = (), Error = warp::
         .untuple_one()
 }
 
-fn token_route(shared: &Arc<Shared>) -> Route {
-    with_clients(shared.clone())
-        .and(warp::path!("oauth2" / "token"))
-        .and(warp::post())
-        .and(with_shared(shared.clone()))
+fn token_answer(api: &Api) -> Route {
+    warp::post()
+        .and(with_shared(api.shared.clone()))
         .and(authorization())
         .and(warp::header::optional::<String>("content-type"))
         .and(body())
@@ -190,41 +331,47 @@ fn token_route(shared: &Arc<Shared>) -> Route {
         .boxed()
 }
 
-fn issuer_and_admin_routes(api: &Api) -> Route {
-    let shared = api.shared.clone();
-    let signing_keys = warp::path!("v1" / "signing-keys")
-        .and(get_or_head())
-        .and(with_shared(shared.clone()))
+fn signing_keys_answer(api: &Api) -> Route {
+    get_or_head()
+        .and(with_shared(api.shared.clone()))
         .and(authorization())
         .and_then(|shared, authorization| async move {
             reply(issuer::signing_keys(shared, authorization).await)
-        });
-    let sign = warp::path!("v1" / "sign")
-        .and(warp::post())
-        .and(with_shared(shared.clone()))
+        })
+        .boxed()
+}
+
+fn sign_answer(api: &Api) -> Route {
+    warp::post()
+        .and(with_shared(api.shared.clone()))
         .and(authorization())
         .and(body())
         .and_then(|shared, authorization, body| async move {
             reply(issuer::sign(shared, authorization, body).await)
-        });
+        })
+        .boxed()
+}
+
+fn rotate_answer(api: &Api) -> Route {
     let events = api.events.clone();
-    let rotate = warp::path!("v1" / "rotate")
-        .and(warp::post())
-        .and(with_shared(shared.clone()))
+    warp::post()
+        .and(with_shared(api.shared.clone()))
         .and(authorization())
         .and_then(move |shared, authorization| {
             let events = events.clone();
             async move {
-                reply(
-                    admin::admin(shared, events, authorization, admin::AdminAction::Rotate)
-                        .await,
-                )
+                reply(admin::admin(shared, events, authorization, admin::AdminAction::Rotate).await)
             }
-        });
+        })
+        .boxed()
+}
+
+fn revoke_answer(api: &Api) -> Route {
     let events = api.events.clone();
-    let revoke = warp::path!("v1" / "revoke" / String)
+    warp::path::param::<String>()
+        .and(warp::path::end())
         .and(warp::post())
-        .and(with_shared(shared))
+        .and(with_shared(api.shared.clone()))
         .and(authorization())
         .and_then(move |kid: String, shared, authorization| {
             let events = events.clone();
@@ -239,39 +386,8 @@ fn issuer_and_admin_routes(api: &Api) -> Route {
                     .await,
                 )
             }
-        });
-    with_clients(api.shared.clone())
-        .and(
-            signing_keys
-                .or(sign)
-                .unify()
-                .or(rotate)
-                .unify()
-                .or(revoke)
-                .unify(),
-        )
+        })
         .boxed()
-}
-
-/// The route label of a request path, for metrics (bounded cardinality).
-fn route_label(path: &str) -> &'static str {
-    const ROUTES: [&str; 11] = [
-        "/.well-known/jwks.json",
-        "/.well-known/openid-configuration",
-        "/.well-known/oauth-authorization-server",
-        "/oauth2/token",
-        "/v1/signing-keys",
-        "/v1/sign",
-        "/v1/rotate",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/v1/revoke",
-    ];
-    ROUTES
-        .into_iter()
-        .find(|route| path == *route || (*route == "/v1/revoke" && path.starts_with("/v1/revoke/")))
-        .unwrap_or("other")
 }
 
 /// The routes a listener serves: every error answered as JSON, every request counted.
@@ -300,21 +416,74 @@ fn finish(api: &Api, routes: Route) -> impl Served {
 
 /// The routes of the public listener.
 pub fn public_routes(api: &Api, has_private_listener: bool, with_clients: bool) -> impl Served {
-    let shared = &api.shared;
-    let mut routes = jwks_route(shared)
-        .or(operations_routes(shared))
-        .unify()
-        .boxed();
+    let mut accesses = vec![Access::Open];
     if with_clients {
-        routes = routes.or(token_route(shared)).unify().boxed();
+        accesses.push(Access::Client);
         if !has_private_listener {
-            routes = routes.or(issuer_and_admin_routes(api)).unify().boxed();
+            accesses.push(Access::IssuerOrAdmin);
         }
     }
-    finish(api, routes)
+    finish(api, routes_for(api, &accesses))
 }
 
 /// The routes of the private listener: the issuer and admin endpoints only.
 pub fn private_routes(api: &Api) -> impl Served {
-    finish(api, issuer_and_admin_routes(api))
+    finish(api, routes_for(api, &[Access::IssuerOrAdmin]))
+}
+
+/// The endpoints of `accesses`, in the table's order.
+fn routes_for(api: &Api, accesses: &[Access]) -> Route {
+    accesses
+        .iter()
+        .filter_map(|access| routes_of(api, *access))
+        .reduce(|routes, more| routes.or(more).unify().boxed())
+        .unwrap_or_else(unknown_route)
+}
+
+/// What a listener with no endpoints answers: 404, as for an unknown route.
+fn unknown_route() -> Route {
+    warp::any()
+        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) })
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_endpoint_is_labelled_by_its_own_path() {
+        for endpoint in &ENDPOINTS {
+            assert!(endpoint.path.starts_with('/'), "{}", endpoint.path);
+            assert!(
+                endpoint.path[1..]
+                    .split('/')
+                    .all(|segment| !segment.is_empty() && !segment.contains(['{', '}'])),
+                "warp::path takes a non-empty literal segment: {}",
+                endpoint.path
+            );
+            assert_eq!(route_label(endpoint.path), endpoint.path);
+        }
+        for (path, label) in [
+            ("/v1/revoke/some-kid", "/v1/revoke"),
+            ("/v1/signing-keys", "/v1/signing-keys"),
+            ("/v1/sign/x", "other"),
+            ("/v1/signx", "other"),
+            ("/healthz/more", "other"),
+            ("/", "other"),
+            ("/nope", "other"),
+        ] {
+            assert_eq!(route_label(path), label, "{path}");
+        }
+    }
+
+    #[test]
+    fn every_access_has_endpoints() {
+        for access in [Access::Open, Access::Client, Access::IssuerOrAdmin] {
+            assert!(
+                ENDPOINTS.iter().any(|endpoint| endpoint.access == access),
+                "{access:?}"
+            );
+        }
+    }
 }
