@@ -6,7 +6,7 @@
 //! configured they answer `404` like any unknown route; that is checked per
 //! request, so a reload that adds the first client opens them. With
 //! `server.private_listen` the issuer and admin endpoints move to that listener.
-//! Every endpoint is a row of one table, [`ENDPOINTS`], from which the routes are
+//! Every endpoint is a row of one table, `ENDPOINTS`, from which the routes are
 //! built and requests are labelled for metrics.
 
 mod admin;
