@@ -671,22 +671,7 @@ mod tests {
 
     #[tokio::test]
     async fn beyond_the_skew_nothing_is_written_the_reason_is_served_and_writes_resume() {
-        let store = Arc::new(MemoryStore::default());
-        let config = Config::parse(
-            r#"
-            [keys]
-            rotation_schedule = "0 3 * * *"
-            clock_skew = "1m"
-            [store]
-            refresh_interval = "1s"
-            "#,
-            std::path::Path::new("/tmp/jwkd-test.toml"),
-        )
-        .unwrap();
-        let shared = Arc::new(Shared::new(config).unwrap());
-        let start = Utc::now();
-        let clock = Arc::new(ManualClock(std::sync::Mutex::new(start)));
-        let mut rotator = Rotator::new(store.clone(), clock.clone(), shared.clone());
+        let (store, clock, shared, mut rotator, start) = manual_rotator("clock_skew = \"1m\"");
         rotator.tick().await;
         let stored = store.load().await.unwrap().keyset;
         assert_eq!(stored.keys.len(), 2);
@@ -761,49 +746,46 @@ mod tests {
 
     /// Log lines written while the returned guard lives (this thread only:
     /// `#[tokio::test]` runs the rotator on it).
-    fn capture_logs() -> (
-        Arc<std::sync::Mutex<Vec<u8>>>,
-        tracing::subscriber::DefaultGuard,
-    ) {
-        #[derive(Clone)]
-        struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-        impl std::io::Write for Buffer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let buffer = Buffer(Arc::clone(&logs));
+    fn capture_logs() -> (crate::logging::LogBuffer, tracing::subscriber::DefaultGuard) {
+        let logs = crate::logging::LogBuffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_ansi(false)
-            .with_writer(move || buffer.clone())
+            .with_writer(logs.clone())
             .finish();
         (logs, tracing::subscriber::set_default(subscriber))
     }
 
-    #[tokio::test]
-    async fn a_recovered_store_is_logged_once_with_the_outage() {
+    /// A rotator on a memory store and a manual clock set to now, with a
+    /// daily rotation and `[keys]`/`[store]` lines added to that config.
+    fn manual_rotator(
+        keys: &str,
+    ) -> (
+        Arc<MemoryStore>,
+        Arc<ManualClock>,
+        Arc<Shared>,
+        Rotator,
+        DateTime<Utc>,
+    ) {
         let store = Arc::new(MemoryStore::default());
         let config = Config::parse(
-            r#"
-            [keys]
-            rotation_schedule = "0 3 * * *"
-            [store]
-            refresh_interval = "1s"
-            "#,
+            &format!(
+                "[keys]\nrotation_schedule = \"0 3 * * *\"\n{keys}\n[store]\nrefresh_interval = \"1s\"\n"
+            ),
             std::path::Path::new("/tmp/jwkd-test.toml"),
         )
         .unwrap();
         let shared = Arc::new(Shared::new(config).unwrap());
         let start = Utc::now();
         let clock = Arc::new(ManualClock(std::sync::Mutex::new(start)));
-        let mut rotator = Rotator::new(store.clone(), clock.clone(), shared.clone());
+        let rotator = Rotator::new(store.clone(), clock.clone(), shared.clone());
+        (store, clock, shared, rotator, start)
+    }
+
+    #[tokio::test]
+    async fn a_recovered_store_is_logged_once_with_the_outage() {
+        let (store, clock, _shared, mut rotator, start) = manual_rotator("");
         let (logs, _guard) = capture_logs();
-        let text = || String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let text = || logs.text();
         rotator.tick().await;
 
         // Three failed reads, the first at +1s, then the store answers at +13.3s.
@@ -841,7 +823,7 @@ mod tests {
         store.unavailable.store(false, Ordering::SeqCst);
         clock.set(start + chrono::Duration::seconds(90));
         rotator.tick().await;
-        let text = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let text = logs.text();
         assert!(
             text.contains("is reachable again after 1 failed attempt over 1m13s"),
             "{text}"
