@@ -714,7 +714,10 @@ pub fn rotate_at<M: KeyMaker>(
             continue;
         };
         let next_idx = position(&rotated, &next);
-        let safe_at = now.max(rotated.keys[next_idx].created_at + plan.policy.lead);
+        // created_at is the clock of the writer that made the key, now the clock
+        // of this one: they may differ by clock_skew, so wait that much longer.
+        let safe_at =
+            now.max(rotated.keys[next_idx].created_at + plan.policy.lead + plan.policy.skew);
         let activates_at = rotated.keys[next_idx].activates_at;
         if activates_at <= safe_at {
             changes.push(Change::Pending {
