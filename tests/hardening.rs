@@ -511,19 +511,23 @@ fn connections_beyond_the_cap_wait_their_turn() {
     let daemon = dir.serve();
     daemon.wait_ready(Duration::from_secs(20));
     // Four idle connections take every slot until the header timeout frees them.
+    // The daemon cannot have accepted any of them before `held_at`, so none is
+    // cut off, and no slot frees, before `held_at + 2s`: a fifth request answered
+    // sooner was served while the cap was full. (Only a lower bound: a loaded
+    // machine makes the wait longer, never shorter.)
     let held_at = Instant::now();
     let _idle: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(daemon.addr()).expect("connect"))
         .collect();
-    thread::sleep(Duration::from_millis(200));
-    let asked = Instant::now();
     let response = daemon.get("/healthz");
-    let waited = asked.elapsed();
-    println!("with max_connections 4 all held, a fifth request waited {waited:?}");
+    let answered_after = held_at.elapsed();
+    println!(
+        "with max_connections 4 all held, a fifth request was answered after {answered_after:?}"
+    );
     assert_eq!(response.status, 200);
     assert!(
-        held_at.elapsed() >= Duration::from_secs(2) && waited >= Duration::from_millis(1500),
-        "the fifth connection was served while the cap was full (after {waited:?})"
+        answered_after >= Duration::from_secs(2),
+        "the fifth connection was served while the cap was full (after {answered_after:?})"
     );
 }
 

@@ -76,7 +76,11 @@ impl FromStr for Algorithm {
             .into_iter()
             .find(|alg| alg.name() == s)
             .ok_or_else(|| {
-                format!("unknown algorithm {s:?} (expected one of ES256, ES384, EdDSA, RS256)")
+                let known: Vec<&str> = Algorithm::ALL.iter().map(|alg| alg.name()).collect();
+                format!(
+                    "unknown algorithm {s:?} (expected one of {})",
+                    known.join(", ")
+                )
             })
     }
 }

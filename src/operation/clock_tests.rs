@@ -619,75 +619,93 @@ fn offsets_within(skew_ms: i64) -> impl Strategy<Value = Vec<i64>> {
     proptest::collection::vec(-half..=half, 1..=3)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(300))]
+/// The four properties, instantiated twice below: `quick` for the developer
+/// loop (`cargo nextest run`), `deep` with many more cases for the full suite
+/// (the `e2e` nextest profile, which `./scripts/test` and CI run). Both replay
+/// the seeds in `proptest-regressions/operation/clock_tests.txt` first.
+macro_rules! properties {
+    ($cases:expr) => {
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases($cases))]
 
-    /// Writers whose clocks agree within `clock_skew`, through storms and
-    /// outages; clock steps (any size) may take one out of the tolerance.
-    #[test]
-    fn writers_within_the_skew_agree_and_keep_every_key_needed(
-        schedule_idx in 0..SCHEDULES.len(),
-        lead_fraction in 0.0..=1.0f64,
-        refresh_fraction in 0.0..=1.0f64,
-        phases in phases(),
-        (skew_ms, offsets) in (0..4_000i64).prop_flat_map(|skew| (Just(skew), offsets_within(skew))),
-        retention_ms in 0..30_000i64,
-        two_families in any::<bool>(),
-        ops in proptest::collection::vec(op(), 1..40),
-    ) {
-        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true, check_caches: false }, ops)?;
-    }
+            /// Writers whose clocks agree within `clock_skew`, through storms and
+            /// outages; clock steps (any size) may take one out of the tolerance.
+            #[test]
+            fn writers_within_the_skew_agree_and_keep_every_key_needed(
+                schedule_idx in 0..SCHEDULES.len(),
+                lead_fraction in 0.0..=1.0f64,
+                refresh_fraction in 0.0..=1.0f64,
+                phases in phases(),
+                (skew_ms, offsets) in (0..4_000i64).prop_flat_map(|skew| (Just(skew), offsets_within(skew))),
+                retention_ms in 0..30_000i64,
+                two_families in any::<bool>(),
+                ops in proptest::collection::vec(op(), 1..40),
+            ) {
+                run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true, check_caches: false }, ops)?;
+            }
 
-    /// Replicas whose clocks agree within `clock_skew` and that each re-read
-    /// the store on their own phase: whichever replica a verifier fetched the
-    /// JWKS from, within `jwks_max_age` before a token was signed, it knew the
-    /// token's key.
-    #[test]
-    fn every_replica_serves_a_key_for_jwks_max_age_before_any_signs_with_it(
-        schedule_idx in 0..SCHEDULES.len(),
-        lead_fraction in 0.0..=1.0f64,
-        refresh_fraction in 0.0..=1.0f64,
-        phases in phases(),
-        (skew_ms, offsets) in (0..4_000i64).prop_flat_map(|skew| (Just(skew), offsets_within(skew))),
-        retention_ms in 0..30_000i64,
-        two_families in any::<bool>(),
-        ops in proptest::collection::vec(op_without_steps(), 1..40),
-    ) {
-        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true, check_caches: true }, ops)?;
-    }
+            /// Replicas whose clocks agree within `clock_skew` and that each re-read
+            /// the store on their own phase: whichever replica a verifier fetched the
+            /// JWKS from, within `jwks_max_age` before a token was signed, it knew the
+            /// token's key.
+            #[test]
+            fn every_replica_serves_a_key_for_jwks_max_age_before_any_signs_with_it(
+                schedule_idx in 0..SCHEDULES.len(),
+                lead_fraction in 0.0..=1.0f64,
+                refresh_fraction in 0.0..=1.0f64,
+                phases in phases(),
+                (skew_ms, offsets) in (0..4_000i64).prop_flat_map(|skew| (Just(skew), offsets_within(skew))),
+                retention_ms in 0..30_000i64,
+                two_families in any::<bool>(),
+                ops in proptest::collection::vec(op_without_steps(), 1..40),
+            ) {
+                run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families, offsets: &offsets, checked: true, check_caches: true }, ops)?;
+            }
 
-    /// Writers with any clocks that do not check them: whatever they decide,
-    /// every document they store loads again.
-    #[test]
-    fn whatever_the_clocks_every_stored_document_loads(
-        schedule_idx in 0..SCHEDULES.len(),
-        lead_fraction in 0.0..=1.0f64,
-        refresh_fraction in 0.0..=1.0f64,
-        phases in phases(),
-        skew_ms in 0..4_000i64,
-        offsets in proptest::collection::vec(-400_000..400_000i64, 1..=3),
-        retention_ms in 0..30_000i64,
-        ops in proptest::collection::vec(op(), 1..30),
-    ) {
-        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families: false, offsets: &offsets, checked: false, check_caches: false }, ops)?;
-    }
+            /// Writers with any clocks that do not check them: whatever they decide,
+            /// every document they store loads again.
+            #[test]
+            fn whatever_the_clocks_every_stored_document_loads(
+                schedule_idx in 0..SCHEDULES.len(),
+                lead_fraction in 0.0..=1.0f64,
+                refresh_fraction in 0.0..=1.0f64,
+                phases in phases(),
+                skew_ms in 0..4_000i64,
+                offsets in proptest::collection::vec(-400_000..400_000i64, 1..=3),
+                retention_ms in 0..30_000i64,
+                ops in proptest::collection::vec(op(), 1..30),
+            ) {
+                run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families: false, offsets: &offsets, checked: false, check_caches: false }, ops)?;
+            }
 
-    /// Writers beyond the tolerance from the start (one far behind, one far
-    /// ahead, as after a snapshot restore or a bad RTC) beside a healthy one:
-    /// the healthy one keeps everything needed, the others write nothing.
-    #[test]
-    fn a_writer_beyond_the_skew_changes_nothing(
-        schedule_idx in 0..SCHEDULES.len(),
-        lead_fraction in 0.0..=1.0f64,
-        refresh_fraction in 0.0..=1.0f64,
-        phases in phases(),
-        skew_ms in 0..4_000i64,
-        behind in 1..300_000i64,
-        ahead in 1..300_000_000i64,
-        retention_ms in 0..30_000i64,
-        ops in proptest::collection::vec(op(), 1..30),
-    ) {
-        let offsets = [0, -(skew_ms + behind), skew_ms + ahead];
-        run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families: true, offsets: &offsets, checked: true, check_caches: false }, ops)?;
-    }
+            /// Writers beyond the tolerance from the start (one far behind, one far
+            /// ahead, as after a snapshot restore or a bad RTC) beside a healthy one:
+            /// the healthy one keeps everything needed, the others write nothing.
+            #[test]
+            fn a_writer_beyond_the_skew_changes_nothing(
+                schedule_idx in 0..SCHEDULES.len(),
+                lead_fraction in 0.0..=1.0f64,
+                refresh_fraction in 0.0..=1.0f64,
+                phases in phases(),
+                skew_ms in 0..4_000i64,
+                behind in 1..300_000i64,
+                ahead in 1..300_000_000i64,
+                retention_ms in 0..30_000i64,
+                ops in proptest::collection::vec(op(), 1..30),
+            ) {
+                let offsets = [0, -(skew_ms + behind), skew_ms + ahead];
+                run(&Case { schedule_idx, lead_fraction, refresh_fraction, phases: &phases, skew_ms, retention_ms, two_families: true, offsets: &offsets, checked: true, check_caches: false }, ops)?;
+            }
+        }
+    };
+}
+
+mod quick {
+    use super::*;
+    properties!(32);
+}
+
+mod deep {
+    use super::*;
+    properties!(300);
 }
