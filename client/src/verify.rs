@@ -23,7 +23,8 @@ use crate::jwks::{RemoteJwks, Unready};
 use crate::keyset::{Algorithm, Entry, KeySet};
 
 /// Where a [`Verifier`] gets its keys: a [`RemoteJwks`] (the normal case) or a fixed
-/// [`KeySet`] (pinned keys, tests, benchmarks). Built with `From`.
+/// [`KeySet`] (pinned keys, tests, benchmarks), built with `From`; or one of those per
+/// issuer ([`KeySource::per_issuer`]).
 #[derive(Clone, Debug)]
 pub struct KeySource(Keys);
 
@@ -31,6 +32,49 @@ pub struct KeySource(Keys);
 enum Keys {
     Remote(RemoteJwks),
     Static(Arc<KeySet>),
+    /// Each issuer's own keys: the token's `iss` picks the set, and no other set is
+    /// ever consulted for it.
+    PerIssuer(Arc<[(String, Keys)]>),
+}
+
+impl KeySource {
+    /// Keys for several issuers, each from its own source: a token is checked only
+    /// against the keys of the issuer its `iss` names, so a key of one issuer can never
+    /// vouch for a token claiming another. `iss` is read (strictly: a repeated claim is
+    /// malformed) before any key lookup, and a token whose `iss` is not one of these
+    /// issuers is refused with [`Error::WrongIssuer`] before any lookup or fetch.
+    ///
+    /// The issuers are the accepted ones: a [`VerifierBuilder`] over this source takes
+    /// no [`VerifierBuilder::issuer`] or [`VerifierBuilder::any_issuer`], and a source
+    /// built with [`RemoteJwks::discover`] must name the same issuer.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use jwkd_client::{KeySource, RemoteJwks, Verifier};
+    ///
+    /// let billing = RemoteJwks::builder("https://auth.internal.example/billing/jwks.json").build()?;
+    /// let orders = RemoteJwks::builder("https://auth.internal.example/orders/jwks.json").build()?;
+    /// let verifier = Verifier::builder(KeySource::per_issuer([
+    ///     ("https://auth.internal.example/billing", billing),
+    ///     ("https://auth.internal.example/orders", orders),
+    /// ]))
+    /// .audience("payments")
+    /// .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn per_issuer<I, S, K>(issuers: I) -> KeySource
+    where
+        I: IntoIterator<Item = (S, K)>,
+        S: Into<String>,
+        K: Into<KeySource>,
+    {
+        KeySource(Keys::PerIssuer(
+            issuers
+                .into_iter()
+                .map(|(issuer, keys)| (issuer.into(), keys.into().0))
+                .collect(),
+        ))
+    }
 }
 
 impl From<RemoteJwks> for KeySource {
@@ -146,18 +190,31 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<Verified<C>, Error> {
         let inner = &*self.inner;
-        let prepared = inner.prepare(token)?;
+        let mut prepared = inner.prepare(token)?;
         let now = match now.duration_since(UNIX_EPOCH) {
             Ok(since_epoch) => since_epoch.as_secs_f64(),
             Err(before_epoch) => -before_epoch.duration().as_secs_f64(),
         };
-        let jwks = match &inner.keys {
+        let keys = match &inner.keys {
+            Keys::PerIssuer(issuers) => {
+                let iss = peek_issuer(prepared.payload)?;
+                let Some((issuer, keys)) = issuers.iter().find(|(issuer, _)| *issuer == iss) else {
+                    return Err(Error::WrongIssuer { found: Some(iss) });
+                };
+                prepared.issuer = Some(issuer.as_str());
+                keys
+            }
+            keys => keys,
+        };
+        let jwks = match keys {
             Keys::Static(keys) => {
                 return inner
                     .finish(keys, &prepared, now)
                     .unwrap_or_else(|| Err(unknown_kid(&prepared)));
             }
             Keys::Remote(jwks) => jwks,
+            // `build` refuses a per-issuer source inside another.
+            Keys::PerIssuer(_) => return Err(unknown_kid(&prepared)),
         };
         let refreshed = match jwks.with_keys(|keys| inner.finish(keys, &prepared, now)) {
             Ok(Some(result)) => return result,
@@ -289,6 +346,10 @@ impl VerifierBuilder {
         if !(16..=1024).contains(&self.max_kid_len) {
             return Err(invalid("max_kid_len", "must be between 16 and 1024"));
         }
+        if let Keys::PerIssuer(issuers) = &self.keys {
+            check_per_issuer(issuers, &self.issuers, self.any_issuer)?;
+            self.issuers = issuers.iter().map(|(issuer, _)| issuer.clone()).collect();
+        }
         if self.issuers.is_empty()
             && let Keys::Remote(jwks) = &self.keys
             && let Some(issuer) = jwks.issuer()
@@ -327,6 +388,76 @@ impl VerifierBuilder {
                 max_kid_len: self.max_kid_len,
             }),
         })
+    }
+}
+
+/// What a per-issuer source must be: at least one issuer, each once, none nested,
+/// discovered issuers equal to their names, and no issuer options beside it.
+fn check_per_issuer(
+    issuers: &[(String, Keys)],
+    also_named: &[String],
+    any_issuer: bool,
+) -> Result<(), BuildError> {
+    let invalid = |reason: String| BuildError::InvalidOption {
+        name: "issuer",
+        reason,
+    };
+    if !also_named.is_empty() || any_issuer {
+        return Err(invalid(
+            "a per-issuer key source names the accepted issuers itself: drop .issuer(..) \
+             and .any_issuer()"
+                .to_owned(),
+        ));
+    }
+    if issuers.is_empty() {
+        return Err(invalid(
+            "a per-issuer key source needs at least one issuer".to_owned(),
+        ));
+    }
+    for (idx, (issuer, keys)) in issuers.iter().enumerate() {
+        if issuer.is_empty() {
+            return Err(invalid(
+                "an issuer of a per-issuer key source is empty".to_owned(),
+            ));
+        }
+        if issuers[..idx].iter().any(|(earlier, _)| earlier == issuer) {
+            return Err(invalid(format!("issuer {issuer:?} is given twice")));
+        }
+        match keys {
+            Keys::PerIssuer(_) => {
+                return Err(invalid(format!(
+                    "the keys of issuer {issuer:?} are themselves per issuer"
+                )));
+            }
+            Keys::Remote(jwks) => {
+                if let Some(discovered) = jwks.issuer()
+                    && discovered != issuer
+                {
+                    return Err(invalid(format!(
+                        "the keys given for issuer {issuer:?} were discovered for {discovered:?}"
+                    )));
+                }
+            }
+            Keys::Static(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The token's `iss`, read before its signature is checked, only to pick whose keys
+/// check it. Read with the parser the claims checks use, so the value is the one
+/// they see (a repeated `iss` is refused by both).
+fn peek_issuer(payload: &str) -> Result<String, Error> {
+    let payload = decode(TokenPart::Payload, payload)?;
+    let reason = Cell::new(None);
+    let registered = parse_registered(&payload, &reason).map_err(|_| match reason.get() {
+        Some(claim) => Error::InvalidClaimType { claim },
+        None => malformed(TokenPart::Payload, "invalid JSON object"),
+    })?;
+    match registered.iss {
+        None => Err(Error::WrongIssuer { found: None }),
+        Some(Loose::Str(iss)) => Ok(iss.into_owned()),
+        Some(_) => Err(Error::InvalidClaimType { claim: "iss" }),
     }
 }
 
@@ -380,6 +511,9 @@ struct Prepared<'t> {
     signing_input: &'t str,
     payload: &'t str,
     signature: &'t str,
+    /// The issuer whose keys were picked by the token's `iss` (per-issuer sources):
+    /// the claims must name exactly it.
+    issuer: Option<&'t str>,
 }
 
 fn malformed(part: TokenPart, reason: &'static str) -> Error {
@@ -474,6 +608,7 @@ impl Inner {
             signing_input,
             payload,
             signature,
+            issuer: None,
         })
     }
 
@@ -520,7 +655,7 @@ impl Inner {
             Some(claim) => Error::InvalidClaimType { claim },
             None => malformed(TokenPart::Payload, "invalid JSON object"),
         })?;
-        let exp = self.check_claims(&registered, now)?;
+        let exp = self.check_claims(&registered, prepared.issuer, now)?;
         let claims = serde_json::from_slice::<C>(&payload).map_err(|err| Error::InvalidClaims {
             reason: err.to_string(),
         })?;
@@ -532,7 +667,12 @@ impl Inner {
         })
     }
 
-    fn check_claims(&self, claims: &Registered<'_>, now: f64) -> Result<f64, Error> {
+    fn check_claims(
+        &self,
+        claims: &Registered<'_>,
+        picked_issuer: Option<&str>,
+        now: f64,
+    ) -> Result<f64, Error> {
         let exp = number_claim("exp", &claims.exp)?.ok_or(Error::MissingClaim { claim: "exp" })?;
         let nbf = number_claim("nbf", &claims.nbf)?;
         let iat = number_claim("iat", &claims.iat)?;
@@ -570,9 +710,15 @@ impl Inner {
                 now: seconds(now),
             });
         }
-        if !self.issuers.is_empty()
-            && !iss.is_some_and(|iss| self.issuers.iter().any(|ok| ok == iss))
-        {
+        let issuer_ok = match picked_issuer {
+            // Keys were picked for this issuer: no other accepted issuer will do.
+            Some(picked) => iss == Some(picked),
+            None => {
+                self.issuers.is_empty()
+                    || iss.is_some_and(|iss| self.issuers.iter().any(|ok| ok == iss))
+            }
+        };
+        if !issuer_ok {
             return Err(Error::WrongIssuer {
                 found: iss.map(str::to_owned),
             });

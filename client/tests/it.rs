@@ -3,6 +3,7 @@
 
 mod common;
 
+mod issuers;
 mod jwks;
 mod middleware;
 mod rejections;
