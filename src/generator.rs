@@ -43,17 +43,14 @@ impl crate::timeline::KeyMaker for Generator {
         } else {
             None
         };
-        Ok(KeyRecord {
+        Ok(KeyRecord::made(
             kid,
             alg,
             created_at,
             activates_at,
-            deactivates_at: None,
-            expires_at: None,
-            revoked_at: None,
             key,
             certificate,
-        })
+        ))
     }
 
     fn recertify(

@@ -42,6 +42,29 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A key just made: published from `created_at`, signing from `activates_at`,
+    /// with no end yet (the timeline sets that when it plans the successor).
+    pub fn made(
+        kid: String,
+        alg: Algorithm,
+        created_at: DateTime<Utc>,
+        activates_at: DateTime<Utc>,
+        key: PrivateKey,
+        certificate: Option<Certificate>,
+    ) -> KeyRecord {
+        KeyRecord {
+            kid,
+            alg,
+            created_at,
+            activates_at,
+            deactivates_at: None,
+            expires_at: None,
+            revoked_at: None,
+            key,
+            certificate,
+        }
+    }
+
     /// The public JWK as published in the JWKS.
     pub fn public_jwk(&self) -> Jwk {
         Jwk {
@@ -311,17 +334,14 @@ mod tests {
         let certificate = Some(
             self_signed_certificate(&key, &kid, now, now + chrono::Duration::hours(2)).unwrap(),
         );
-        KeyRecord {
+        KeyRecord::made(
             kid,
             alg,
-            created_at: now,
-            activates_at: now + chrono::Duration::minutes(5),
-            deactivates_at: None,
-            expires_at: None,
-            revoked_at: None,
+            now,
+            now + chrono::Duration::minutes(5),
             key,
             certificate,
-        }
+        )
     }
 
     #[test]

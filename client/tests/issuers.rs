@@ -79,7 +79,10 @@ async fn a_token_is_held_to_the_issuer_that_picked_its_keys() {
     );
 
     for (claims, expected) in [
-        (json!({"sub": "x", "aud": AUD, "exp": 4_000_000_000u64}), None),
+        (
+            json!({"sub": "x", "aud": AUD, "exp": 4_000_000_000u64}),
+            None,
+        ),
         (
             json!({"iss": 7, "sub": "x", "aud": AUD, "exp": 4_000_000_000u64}),
             Some("iss"),
@@ -163,7 +166,12 @@ async fn a_per_issuer_source_must_be_unambiguous() {
             false,
             "given twice",
         ),
-        (KeySource::per_issuer([("", key_set(&key))]), None, false, "empty"),
+        (
+            KeySource::per_issuer([("", key_set(&key))]),
+            None,
+            false,
+            "empty",
+        ),
         (one(), Some(ORDERS), false, "drop .issuer(..)"),
         (one(), None, true, "drop .issuer(..)"),
         (
@@ -175,7 +183,9 @@ async fn a_per_issuer_source_must_be_unambiguous() {
         (
             KeySource::per_issuer([(
                 BILLING,
-                RemoteJwks::discover("http://127.0.0.1:9/orders").build().unwrap(),
+                RemoteJwks::discover("http://127.0.0.1:9/orders")
+                    .build()
+                    .unwrap(),
             )]),
             None,
             false,

@@ -24,19 +24,18 @@ impl KeyMaker for FakeMaker {
     ) -> Result<KeyRecord, Infallible> {
         static KEY: OnceLock<PrivateKey> = OnceLock::new();
         self.made += 1;
-        Ok(KeyRecord {
-            kid: format!("{alg}-{}", self.made),
+        let key = KEY
+            .get_or_init(|| PrivateKey::generate(Algorithm::EdDsa).unwrap())
+            .clone();
+        let kid = format!("{alg}-{}", self.made);
+        Ok(KeyRecord::made(
+            kid,
             alg,
             created_at,
             activates_at,
-            deactivates_at: None,
-            expires_at: None,
-            revoked_at: None,
-            key: KEY
-                .get_or_init(|| PrivateKey::generate(Algorithm::EdDsa).unwrap())
-                .clone(),
-            certificate: None,
-        })
+            key,
+            None,
+        ))
     }
 
     fn recertify(
