@@ -217,10 +217,11 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     let (events, events_rx) = mpsc::channel::<Event>(16);
     let (reload, reload_rx) = mpsc::channel::<()>(1);
-    let api = Api {
-        shared: Arc::clone(&shared),
-        events: events.clone(),
-    };
+    let api = Api::new(Arc::clone(&shared), events.clone());
+    let api = Arc::new(crate::http::Issuers::new(
+        Arc::clone(&shared.common),
+        vec![api],
+    ));
     let with_credentials = config.server.may_serve_credentials();
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut addresses = vec![format!("{scheme}://{}", listener.local_addr()?)];

@@ -17,40 +17,73 @@ use crate::keyset::Keyset;
 use crate::timeline::{self, KeyState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerLabel {
+    issuer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
+    issuer: String,
     state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlgLabel {
+    issuer: String,
     alg: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
+    /// Empty (no label) for the daemon's own endpoints.
+    issuer: String,
     route: &'static str,
     status: u16,
 }
 
-/// Every metric jwkd exports.
+/// Every metric jwkd exports, each series with an `issuer` label. One per
+/// daemon; each issuer counts through its own [`IssuerMetrics`].
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     keys: Family<StateLabel, Gauge>,
     current_key_age: Family<AlgLabel, Gauge<f64, AtomicU64>>,
-    clock_offset: Gauge<f64, AtomicU64>,
-    clock_skew_exceeded: Gauge,
+    clock_offset: Family<IssuerLabel, Gauge<f64, AtomicU64>>,
+    clock_skew_exceeded: Family<IssuerLabel, Gauge>,
+    rotations: Family<IssuerLabel, Counter>,
+    rotation_failures: Family<IssuerLabel, Counter>,
+    store_errors: Family<IssuerLabel, Counter>,
+    tokens_issued: Family<IssuerLabel, Counter>,
+    auth_throttled: Family<IssuerLabel, Counter>,
+    http_requests: Family<RequestLabels, Counter>,
+}
+
+/// One issuer's counters: the series of [`Metrics`] with its `issuer` label.
+#[derive(Clone, Debug)]
+pub struct IssuerMetrics {
     /// Keys made by rotations (scheduled or requested).
     pub rotations: Counter,
     /// Rotation passes that could not store their result.
     pub rotation_failures: Counter,
     /// Failed store reads and writes.
     pub store_errors: Counter,
-    /// Tokens signed by `/oauth2/token` and `/v1/sign`.
+    /// Tokens signed by the token endpoint and `/v1/sign`.
     pub tokens_issued: Counter,
     /// Credential checks refused because their source's allowance was spent.
     pub auth_throttled: Counter,
-    http_requests: Family<RequestLabels, Counter>,
+}
+
+/// What the key and clock gauges of one issuer are computed from at a scrape.
+#[derive(Clone, Copy, Debug)]
+pub struct IssuerGauges<'a> {
+    /// The issuer's name (the `issuer` label).
+    pub issuer: &'a str,
+    /// Its published keyset.
+    pub keyset: &'a Keyset,
+    /// Its configured families.
+    pub families: &'a [crate::keys::Algorithm],
+    /// How its clock stood against its store.
+    pub clock: &'a ClockView,
 }
 
 impl Default for Metrics {
@@ -63,116 +96,143 @@ impl Metrics {
     /// A fresh set of metrics, registered.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("jwkd");
-        let keys = Family::<StateLabel, Gauge>::default();
-        let current_key_age = Family::<AlgLabel, Gauge<f64, AtomicU64>>::default();
-        let rotations = Counter::default();
-        let rotation_failures = Counter::default();
-        let store_errors = Counter::default();
-        let tokens_issued = Counter::default();
-        let auth_throttled = Counter::default();
-        let http_requests = Family::<RequestLabels, Counter>::default();
-        let clock_offset = Gauge::<f64, AtomicU64>::default();
-        let clock_skew_exceeded = Gauge::default();
+        let metrics = Metrics {
+            registry: Registry::default(),
+            keys: Family::default(),
+            current_key_age: Family::default(),
+            clock_offset: Family::default(),
+            clock_skew_exceeded: Family::default(),
+            rotations: Family::default(),
+            rotation_failures: Family::default(),
+            store_errors: Family::default(),
+            tokens_issued: Family::default(),
+            auth_throttled: Family::default(),
+            http_requests: Family::default(),
+        };
         registry.register(
             "clock_offset_seconds",
             "This host's clock minus the store's (Secrets Manager's Date, the file system's timestamps), as last measured",
-            clock_offset.clone(),
+            metrics.clock_offset.clone(),
         );
         registry.register(
             "clock_skew_exceeded",
             "1 while this host's clock is more than clock_skew from the store's or behind the stored keyset: no keyset writes",
-            clock_skew_exceeded.clone(),
+            metrics.clock_skew_exceeded.clone(),
         );
-        registry.register("keys", "Keys in the store by state", keys.clone());
+        registry.register("keys", "Keys in the store by state", metrics.keys.clone());
         registry.register(
             "current_key_age_seconds",
             "Seconds since the current key of each family started signing",
-            current_key_age.clone(),
+            metrics.current_key_age.clone(),
         );
-        registry.register("rotations", "Keys made by rotations", rotations.clone());
+        registry.register(
+            "rotations",
+            "Keys made by rotations",
+            metrics.rotations.clone(),
+        );
         registry.register(
             "rotation_failures",
             "Rotation passes whose result could not be stored",
-            rotation_failures.clone(),
+            metrics.rotation_failures.clone(),
         );
         registry.register(
             "store_errors",
             "Failed keyset store operations",
-            store_errors.clone(),
+            metrics.store_errors.clone(),
         );
-        registry.register("tokens_issued", "Tokens signed", tokens_issued.clone());
+        registry.register(
+            "tokens_issued",
+            "Tokens signed",
+            metrics.tokens_issued.clone(),
+        );
         registry.register(
             "auth_throttled",
             "Client authentications refused with 429: their source's allowance of checks was spent",
-            auth_throttled.clone(),
+            metrics.auth_throttled.clone(),
         );
         registry.register(
             "http_requests",
-            "HTTP requests by route and status",
-            http_requests.clone(),
+            "HTTP requests by issuer, route and status",
+            metrics.http_requests.clone(),
         );
         Metrics {
             registry,
-            keys,
-            current_key_age,
-            clock_offset,
-            clock_skew_exceeded,
-            rotations,
-            rotation_failures,
-            store_errors,
-            tokens_issued,
-            auth_throttled,
-            http_requests,
+            ..metrics
         }
     }
 
-    /// Counts one HTTP request.
-    pub fn http_request(&self, route: &'static str, status: u16) {
+    /// The counters of the issuer named `issuer`; its series exist (at 0) from now on.
+    pub fn for_issuer(&self, issuer: &str) -> IssuerMetrics {
+        let label = IssuerLabel {
+            issuer: issuer.to_owned(),
+        };
+        let counter = |family: &Family<IssuerLabel, Counter>| family.get_or_create(&label).clone();
+        IssuerMetrics {
+            rotations: counter(&self.rotations),
+            rotation_failures: counter(&self.rotation_failures),
+            store_errors: counter(&self.store_errors),
+            tokens_issued: counter(&self.tokens_issued),
+            auth_throttled: counter(&self.auth_throttled),
+        }
+    }
+
+    /// Counts one HTTP request to `route` of `issuer` (empty for the daemon's own endpoints).
+    pub fn http_request(&self, issuer: &str, route: &'static str, status: u16) {
         self.http_requests
-            .get_or_create(&RequestLabels { route, status })
+            .get_or_create(&RequestLabels {
+                issuer: issuer.to_owned(),
+                route,
+                status,
+            })
             .inc();
     }
 
-    /// The exposition text, with the key gauges computed for `keyset` at `now`
-    /// and the clock gauges from `clock`.
-    pub fn render_at(
-        &self,
-        keyset: &Keyset,
-        families: &[crate::keys::Algorithm],
-        clock: &ClockView,
-        now: DateTime<Utc>,
-    ) -> String {
-        if let Some(offset) = clock.evidence.store_offset {
-            self.clock_offset
-                .set(offset.estimate().num_milliseconds() as f64 / 1000.0);
-        }
-        self.clock_skew_exceeded
-            .set(i64::from(clock.skew.is_some()));
-        let now = clock.time_at(now);
-        for state in [
-            KeyState::Next,
-            KeyState::Current,
-            KeyState::Retired,
-            KeyState::Expired,
-            KeyState::Revoked,
-        ] {
-            let count = keyset
-                .keys
-                .iter()
-                .filter(|key| timeline::state_at(key, now) == state)
-                .count();
-            self.keys
-                .get_or_create(&StateLabel {
-                    state: state.name(),
-                })
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
-        for alg in families {
-            if let Some(key) = timeline::current_at(keyset, *alg, now) {
-                let age = (now - key.activates_at).num_milliseconds() as f64 / 1000.0;
-                self.current_key_age
-                    .get_or_create(&AlgLabel { alg: alg.name() })
-                    .set(age);
+    /// The exposition text, with the key and clock gauges of each issuer
+    /// computed at `now`.
+    pub fn render_at(&self, issuers: &[IssuerGauges<'_>], now: DateTime<Utc>) -> String {
+        for gauges in issuers {
+            let label = IssuerLabel {
+                issuer: gauges.issuer.to_owned(),
+            };
+            if let Some(offset) = gauges.clock.evidence.store_offset {
+                self.clock_offset
+                    .get_or_create(&label)
+                    .set(offset.estimate().num_milliseconds() as f64 / 1000.0);
+            }
+            self.clock_skew_exceeded
+                .get_or_create(&label)
+                .set(i64::from(gauges.clock.skew.is_some()));
+            let now = gauges.clock.time_at(now);
+            for state in [
+                KeyState::Next,
+                KeyState::Current,
+                KeyState::Retired,
+                KeyState::Expired,
+                KeyState::Revoked,
+            ] {
+                let count = gauges
+                    .keyset
+                    .keys
+                    .iter()
+                    .filter(|key| timeline::state_at(key, now) == state)
+                    .count();
+                self.keys
+                    .get_or_create(&StateLabel {
+                        issuer: label.issuer.clone(),
+                        state: state.name(),
+                    })
+                    .set(i64::try_from(count).unwrap_or(i64::MAX));
+            }
+            for alg in gauges.families {
+                if let Some(key) = timeline::current_at(gauges.keyset, *alg, now) {
+                    let age = (now - key.activates_at).num_milliseconds() as f64 / 1000.0;
+                    self.current_key_age
+                        .get_or_create(&AlgLabel {
+                            issuer: label.issuer.clone(),
+                            alg: alg.name(),
+                        })
+                        .set(age);
+                }
             }
         }
         let mut out = String::new();
@@ -187,27 +247,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_contract_series_is_exported() {
+    fn every_contract_series_is_exported_per_issuer() {
         let metrics = Metrics::new();
-        metrics.http_request("/healthz", 200);
-        metrics.tokens_issued.inc();
+        metrics.http_request("", "/healthz", 200);
+        metrics.http_request("billing", "/.well-known/jwks.json", 200);
+        let default = metrics.for_issuer("default");
+        let billing = metrics.for_issuer("billing");
+        default.tokens_issued.inc();
+        billing.rotations.inc_by(2);
+        let now = Utc::now();
         let mut keyset = crate::store::contract::keyset(&[crate::keys::Algorithm::Es256]);
-        keyset.keys[0].activates_at = Utc::now() - chrono::Duration::minutes(1);
+        keyset.keys[0].activates_at = now - chrono::Duration::seconds(6);
+        let clock = ClockView::default();
         let text = metrics.render_at(
-            &keyset,
-            &[crate::keys::Algorithm::Es256],
-            &ClockView::default(),
-            Utc::now(),
+            &[
+                IssuerGauges {
+                    issuer: "default",
+                    keyset: &keyset,
+                    families: &[crate::keys::Algorithm::Es256],
+                    clock: &clock,
+                },
+                IssuerGauges {
+                    issuer: "billing",
+                    keyset: &Keyset::default(),
+                    families: &[crate::keys::Algorithm::Es384],
+                    clock: &clock,
+                },
+            ],
+            now,
         );
         for series in [
-            "jwkd_keys{state=\"current\"} 1",
-            "jwkd_rotations_total 0",
-            "jwkd_rotation_failures_total 0",
-            "jwkd_store_errors_total 0",
-            "jwkd_tokens_issued_total 1",
-            "jwkd_http_requests_total{route=\"/healthz\",status=\"200\"} 1",
-            "jwkd_current_key_age_seconds{alg=\"ES256\"} 6",
-            "jwkd_clock_skew_exceeded 0",
+            "jwkd_keys{issuer=\"default\",state=\"current\"} 1",
+            "jwkd_keys{issuer=\"billing\",state=\"current\"} 0",
+            "jwkd_rotations_total{issuer=\"default\"} 0",
+            "jwkd_rotations_total{issuer=\"billing\"} 2",
+            "jwkd_rotation_failures_total{issuer=\"billing\"} 0",
+            "jwkd_store_errors_total{issuer=\"default\"} 0",
+            "jwkd_tokens_issued_total{issuer=\"default\"} 1",
+            "jwkd_http_requests_total{issuer=\"\",route=\"/healthz\",status=\"200\"} 1",
+            "jwkd_http_requests_total{issuer=\"billing\",route=\"/.well-known/jwks.json\",status=\"200\"} 1",
+            "jwkd_current_key_age_seconds{issuer=\"default\",alg=\"ES256\"} 6",
+            "jwkd_clock_skew_exceeded{issuer=\"billing\"} 0",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

@@ -700,11 +700,17 @@ mod tests {
                 .map(|signer| signer.kid().to_owned()),
             timeline::current_at(&stored, Algorithm::Es256, start).map(|key| key.kid.clone())
         );
-        let metrics =
-            shared
-                .metrics
-                .render_at(&view.keyset, &[Algorithm::Es256], &view.clock, stepped_back);
-        assert!(metrics.contains("jwkd_clock_skew_exceeded 1"), "{metrics}");
+        let gauges = crate::metrics::IssuerGauges {
+            issuer: "default",
+            keyset: &view.keyset,
+            families: &[Algorithm::Es256],
+            clock: &view.clock,
+        };
+        let metrics = shared.common.metrics.render_at(&[gauges], stepped_back);
+        assert!(
+            metrics.contains("jwkd_clock_skew_exceeded{issuer=\"default\"} 1"),
+            "{metrics}"
+        );
         let refused = rotator.run(&Operation::Rotate).await.unwrap_err();
         assert!(matches!(refused, OperationError::Clock(_)), "{refused}");
         assert_eq!(store.writes.load(Ordering::SeqCst), writes);

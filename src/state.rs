@@ -15,7 +15,7 @@ use crate::clock::{Clock, ClockView, SystemClock};
 use crate::config::Config;
 use crate::keys::{Algorithm, Signer};
 use crate::keyset::Keyset;
-use crate::metrics::Metrics;
+use crate::metrics::{IssuerMetrics, Metrics};
 use crate::timeline::{self, KeyState};
 
 /// The JWKS response body and its validators, built once per change of the
@@ -100,27 +100,60 @@ pub struct StoreStatus {
     pub public_error: Option<&'static str>,
 }
 
-/// State shared by the rotator (the only writer) and the HTTP handlers (readers).
+/// What every issuer of one daemon shares.
+#[derive(Debug)]
+pub struct Common {
+    /// The metrics registry: every series, each issuer's with its label.
+    pub metrics: Metrics,
+    /// The per-source allowance of full credential checks: one allowance per
+    /// source whichever issuer it asks, so more issuers are no more guesses.
+    pub throttle: Arc<crate::throttle::Throttle>,
+    /// The wall clock the handlers read (the rotators', in the daemon).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Common {
+    /// The shared parts for the daemon of `config` (its `[server]` limits).
+    pub fn new(config: &Config, clock: Arc<dyn Clock>) -> Common {
+        let allowance = |per_minute: u32| {
+            std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN)
+        };
+        Common {
+            metrics: Metrics::new(),
+            throttle: Arc::new(crate::throttle::Throttle::new(
+                allowance(config.server.auth_checks_per_minute),
+                allowance(config.server.auth_checks_per_client_per_minute),
+            )),
+            clock,
+        }
+    }
+}
+
+/// One issuer's state, shared by its rotator (the only writer) and the HTTP
+/// handlers (readers).
 #[derive(Debug)]
 pub struct Shared {
     /// The published keyset.
     pub view: ArcSwap<KeysetView>,
     /// The store's health.
     pub store_status: ArcSwap<StoreStatus>,
-    /// The configuration in force (replaced on reload).
+    /// The configuration in force (replaced on reload): this issuer's.
     pub config: ArcSwap<Config>,
     /// Client authentication for the configured clients (replaced on reload).
     pub auth: ArcSwap<Authenticator>,
-    /// Metrics.
-    pub metrics: Metrics,
-    /// The per-source allowance of full credential checks (kept across reloads).
-    pub throttle: crate::throttle::Throttle,
+    /// This issuer's counters.
+    pub metrics: IssuerMetrics,
+    /// What all issuers share.
+    pub common: Arc<Common>,
+    /// The per-source allowance of full credential checks (kept across reloads,
+    /// shared by all issuers).
+    pub throttle: Arc<crate::throttle::Throttle>,
     /// The wall clock the handlers read (the rotator's, in the daemon).
     pub clock: Arc<dyn Clock>,
 }
 
 impl Shared {
-    /// Fresh state: nothing loaded yet.
+    /// Fresh state of a daemon with this one issuer: nothing loaded yet.
     ///
     /// # Errors
     /// When the authenticator cannot be set up (no randomness).
@@ -128,18 +161,21 @@ impl Shared {
         Shared::with_clock(config, Arc::new(SystemClock))
     }
 
-    /// Fresh state whose handlers read `clock`.
+    /// Fresh state of a daemon with this one issuer, whose handlers read `clock`.
     ///
     /// # Errors
     /// When the authenticator cannot be set up (no randomness).
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Shared, String> {
-        let allowance = |per_minute: u32| {
-            std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN)
-        };
-        let throttle = crate::throttle::Throttle::new(
-            allowance(config.server.auth_checks_per_minute),
-            allowance(config.server.auth_checks_per_client_per_minute),
-        );
+        let common = Arc::new(Common::new(&config, clock));
+        Shared::for_issuer(config, common)
+    }
+
+    /// Fresh state of the issuer of `config` (its name labels its metrics), in
+    /// the daemon whose shared parts are `common`.
+    ///
+    /// # Errors
+    /// When the authenticator cannot be set up (no randomness).
+    pub fn for_issuer(config: Config, common: Arc<Common>) -> Result<Shared, String> {
         Ok(Shared {
             view: ArcSwap::from_pointee(KeysetView {
                 keyset: Arc::new(Keyset::default()),
@@ -149,10 +185,11 @@ impl Shared {
             }),
             store_status: ArcSwap::from_pointee(StoreStatus::default()),
             auth: ArcSwap::from_pointee(Authenticator::new(&config.clients)?),
+            metrics: common.metrics.for_issuer(&config.name),
+            throttle: Arc::clone(&common.throttle),
+            clock: Arc::clone(&common.clock),
             config: ArcSwap::from_pointee(config),
-            metrics: Metrics::new(),
-            throttle,
-            clock,
+            common,
         })
     }
 

@@ -22,6 +22,7 @@
 
 mod clients;
 mod env;
+mod issuers;
 mod names;
 mod reader;
 mod rules;
@@ -37,6 +38,7 @@ use crate::schedule::Schedule;
 use crate::timeline::Policy;
 
 pub use env::{DEFAULT_PATH, EMBEDDED_DEFAULT, Environment};
+pub use issuers::{DEFAULT_ISSUER, url_path};
 pub use reader::longest_duration;
 pub use rules::{KeysetSize, MAX_JWKS_KEYS, stored_key_bytes};
 
@@ -113,6 +115,13 @@ pub struct Config {
     pub issuer: IssuerConfig,
     /// `[[clients]]`.
     pub clients: Vec<ClientConfig>,
+    /// This issuer's name: [`DEFAULT_ISSUER`] for the top-level sections, the
+    /// entry's `name` for an `[[issuers]]` entry.
+    pub name: String,
+    /// `[[issuers]]`: the issuers beside the default one, each a config of its
+    /// own (the same file and `[server]`, its own keys, issuer, clients and
+    /// store location, and no `issuers`). Empty in theirs.
+    pub issuers: Vec<Config>,
 }
 
 /// `[server]`.
@@ -324,10 +333,15 @@ impl Config {
             .filter(|dir| !dir.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        reader::read(&table, &defaults, path, &base_dir).map_err(|problems| ConfigError {
+        let errors = |problems| ConfigError {
             file: path.to_path_buf(),
             problems,
-        })
+        };
+        // The entries are read against the default issuer (their store
+        // locations derive from its), so only once it reads.
+        let mut config = reader::read(&table, &defaults, path, &base_dir).map_err(errors)?;
+        config.issuers = issuers::read(&table, &defaults, &config, &base_dir).map_err(errors)?;
+        Ok(config)
     }
 }
 

@@ -62,6 +62,10 @@ const CLIENT_KEYS: &[&str] = &[
 pub(super) fn unknown_names(table: &toml::Table) -> Vec<Problem> {
     let mut problems = Vec::new();
     for (name, value) in table {
+        if name == "issuers" {
+            // Each entry is checked where it is read (`issuers.rs`).
+            continue;
+        }
         if name == "clients" {
             match value.as_array() {
                 Some(clients) => {
@@ -172,7 +176,7 @@ fn key_of_another_section(key: &str, except: &str) -> Option<String> {
 /// at most two edits (one for names of three characters or fewer), an edit
 /// being a character inserted, deleted, replaced, or swapped with its
 /// neighbour; case and `-` for `_` do not count.
-fn closest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
+pub(super) fn closest<'k>(unknown: &str, known: &[&'k str]) -> Option<&'k str> {
     let unknown = normalized(unknown);
     known
         .iter()

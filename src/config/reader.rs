@@ -90,6 +90,8 @@ impl<'a> Reader<'a> {
             store: store?,
             issuer: issuer?,
             clients,
+            name: super::DEFAULT_ISSUER.to_owned(),
+            issuers: Vec::new(),
         })
     }
 

@@ -23,6 +23,7 @@ mod token;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use warp::filters::BoxedFilter;
@@ -31,28 +32,122 @@ use warp::{Filter, Reply};
 pub use error::ApiError;
 
 use crate::rotator::Event;
-use crate::state::Shared;
+use crate::state::{Common, Shared};
 use crate::throttle;
 
 /// Request bodies over this many bytes get 413.
 pub const BODY_LIMIT: u64 = 64 * 1024;
 
-/// What the routes need: the shared state and the rotator's inbox.
+/// One issuer as the routes see it: its state, its rotator's inbox, its name
+/// and the path its endpoints are served under.
 #[derive(Clone, Debug)]
 pub struct Api {
     /// Published state.
     pub shared: Arc<Shared>,
     /// Requests to the rotator (admin endpoints).
     pub events: mpsc::Sender<Event>,
+    name: Arc<str>,
+    /// Empty for the default issuer (its endpoints are at the root), else the
+    /// path of its URL (`/billing`).
+    prefix: Arc<str>,
+}
+
+impl Api {
+    /// The issuer whose state is `shared`, whose rotator reads `events`.
+    pub fn new(shared: Arc<Shared>, events: mpsc::Sender<Event>) -> Api {
+        let config = shared.config.load();
+        let prefix = match config.name.as_str() {
+            crate::config::DEFAULT_ISSUER => "",
+            _ => config
+                .issuer
+                .issuer
+                .as_deref()
+                .and_then(crate::config::url_path)
+                .unwrap_or_default(),
+        };
+        Api {
+            name: config.name.as_str().into(),
+            prefix: prefix.into(),
+            events,
+            shared: Arc::clone(&shared),
+        }
+    }
+
+    /// The issuer's name (its `issuer` label).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The issuers a daemon serves, found by request path: the default one at the
+/// root, each other under its URL's path. Replaced as a whole on reload, so a
+/// request sees either the old set or the new one.
+#[derive(Debug)]
+pub struct Issuers {
+    list: ArcSwap<Vec<Api>>,
+    /// What they share: the metrics registry and the clock.
+    pub common: Arc<Common>,
+}
+
+/// The issuer and endpoint a request path names, and the endpoint's parameter.
+#[derive(Clone, Debug)]
+struct Target {
+    api: Api,
+    parameter: Option<String>,
+}
+
+impl Issuers {
+    /// Serves `apis` (the default issuer first).
+    pub fn new(common: Arc<Common>, apis: Vec<Api>) -> Issuers {
+        Issuers {
+            list: ArcSwap::from_pointee(apis),
+            common,
+        }
+    }
+
+    /// Serves `apis` from the next request on.
+    pub fn replace(&self, apis: Vec<Api>) {
+        self.list.store(Arc::new(apis));
+    }
+
+    /// The issuers served now.
+    pub fn list(&self) -> Arc<Vec<Api>> {
+        self.list.load_full()
+    }
+
+    /// The issuer whose `endpoint` `path` is, if any.
+    fn find(&self, path: &str, endpoint: &Endpoint) -> Option<Target> {
+        self.list.load().iter().find_map(|api| {
+            let parameter = endpoint.matches(&api.prefix, path)?;
+            Some(Target {
+                api: api.clone(),
+                parameter,
+            })
+        })
+    }
+
+    /// The `issuer` and `route` labels of a request path (bounded cardinality:
+    /// configured names and the table's paths; `other` for the rest).
+    fn labels(&self, path: &str) -> (Arc<str>, &'static str) {
+        for endpoint in &ENDPOINTS {
+            match endpoint.scope {
+                Scope::Daemon(_) => {
+                    if endpoint.matches("", path).is_some() {
+                        return ("".into(), endpoint.path);
+                    }
+                }
+                Scope::Issuer(_) => {
+                    if let Some(target) = self.find(path, endpoint) {
+                        return (target.api.name, endpoint.path);
+                    }
+                }
+            }
+        }
+        ("".into(), "other")
+    }
 }
 
 type Route = BoxedFilter<(warp::reply::Response,)>;
-
-fn with_shared(
-    shared: Arc<Shared>,
-) -> impl Filter<Extract = (Arc<Shared>,), Error = Infallible> + Clone {
-    warp::any().map(move || Arc::clone(&shared))
-}
 
 fn get_or_head() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
     warp::get().or(warp::head()).unify()
@@ -129,15 +224,38 @@ enum Access {
 }
 
 /// An endpoint: its path, which is also its `route` label in
-/// `jwkd_http_requests_total`, who may call it, and how it answers.
+/// `jwkd_http_requests_total`, who may call it, whose it is, and how it answers.
 struct Endpoint {
     path: &'static str,
-    /// The path ends in one more segment (`/{kid}`), which `answer` extracts; the
-    /// label is the path without it.
+    /// The path ends in one more segment (`/{kid}`), which the answer is
+    /// given; the label is the path without it.
     parameter: bool,
     access: Access,
-    /// Everything after the path: methods, headers, body and the handler.
-    answer: fn(&Api) -> Route,
+    /// The daemon's own, or each issuer's; and how it answers: everything after
+    /// the path (methods, headers, body and the handler).
+    scope: Scope,
+    /// Where an issuer's path goes.
+    placement: Placement,
+}
+
+/// Whose an endpoint is.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// The daemon's (health, readiness, metrics): at the root, about every issuer.
+    Daemon(fn(&Arc<Issuers>) -> Route),
+    /// Each issuer's, given the issuer the path names.
+    Issuer(fn(BoxedFilter<(Target,)>) -> Route),
+}
+
+/// Where an issuer's path goes in an endpoint's (nowhere for the default issuer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Placement {
+    /// Before it: `/billing/.well-known/jwks.json` (and OpenID Discovery's
+    /// `/billing/.well-known/openid-configuration`).
+    Prefixed,
+    /// After it, as RFC 8414 §3.1 puts the metadata of an issuer with a path:
+    /// `/.well-known/oauth-authorization-server/billing`.
+    Suffixed,
 }
 
 /// Every endpoint. The routes are built from this table and requests are
@@ -147,120 +265,146 @@ const ENDPOINTS: [Endpoint; 11] = [
         path: "/.well-known/jwks.json",
         parameter: false,
         access: Access::Open,
-        answer: jwks_answer,
+        scope: Scope::Issuer(jwks_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/healthz",
         parameter: false,
         access: Access::Open,
-        answer: healthz_answer,
+        scope: Scope::Daemon(healthz_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/readyz",
         parameter: false,
         access: Access::Open,
-        answer: readyz_answer,
+        scope: Scope::Daemon(readyz_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/metrics",
         parameter: false,
         access: Access::Open,
-        answer: metrics_answer,
+        scope: Scope::Daemon(metrics_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/.well-known/openid-configuration",
         parameter: false,
         access: Access::Open,
-        answer: discovery_answer,
+        scope: Scope::Issuer(discovery_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/.well-known/oauth-authorization-server",
         parameter: false,
         access: Access::Open,
-        answer: discovery_answer,
+        scope: Scope::Issuer(discovery_answer),
+        placement: Placement::Suffixed,
     },
     Endpoint {
         path: "/oauth2/token",
         parameter: false,
         access: Access::Client,
-        answer: token_answer,
+        scope: Scope::Issuer(token_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/v1/signing-keys",
         parameter: false,
         access: Access::IssuerOrAdmin,
-        answer: signing_keys_answer,
+        scope: Scope::Issuer(signing_keys_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/v1/sign",
         parameter: false,
         access: Access::IssuerOrAdmin,
-        answer: sign_answer,
+        scope: Scope::Issuer(sign_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/v1/rotate",
         parameter: false,
         access: Access::IssuerOrAdmin,
-        answer: rotate_answer,
+        scope: Scope::Issuer(rotate_answer),
+        placement: Placement::Prefixed,
     },
     Endpoint {
         path: "/v1/revoke",
         parameter: true,
         access: Access::IssuerOrAdmin,
-        answer: revoke_answer,
+        scope: Scope::Issuer(revoke_answer),
+        placement: Placement::Prefixed,
     },
 ];
 
 impl Endpoint {
-    fn route(&self, api: &Api) -> Route {
-        let path = self
-            .path
-            .split('/')
-            .filter(|segment| !segment.is_empty())
-            .fold(warp::any().boxed(), |path, segment| {
-                path.and(warp::path(segment)).boxed()
-            });
-        let path = if self.parameter {
-            path
-        } else {
-            path.and(warp::path::end()).boxed()
+    /// Whether `path` is this endpoint of the issuer served under `prefix`, and
+    /// with which parameter.
+    fn matches(&self, prefix: &str, path: &str) -> Option<Option<String>> {
+        let rest = match self.placement {
+            Placement::Prefixed => path.strip_prefix(prefix)?.strip_prefix(self.path)?,
+            Placement::Suffixed => path.strip_prefix(self.path)?.strip_prefix(prefix)?,
         };
-        path.and((self.answer)(api)).boxed()
+        match (self.parameter, rest) {
+            (false, "") => Some(None),
+            (true, rest) => {
+                let parameter = rest.strip_prefix('/')?;
+                (!parameter.is_empty() && !parameter.contains('/'))
+                    .then(|| Some(parameter.to_owned()))
+            }
+            (false, _) => None,
+        }
     }
 
-    /// Whether `path`, a request's, is counted under this endpoint's label.
-    fn labels(&self, path: &str) -> bool {
-        path.strip_prefix(self.path)
-            .is_some_and(|rest| rest.is_empty() || (self.parameter && rest.starts_with('/')))
+    fn route(&'static self, issuers: &Arc<Issuers>) -> Route {
+        match self.scope {
+            Scope::Daemon(answer) => {
+                let path = self
+                    .path
+                    .split('/')
+                    .filter(|segment| !segment.is_empty())
+                    .fold(warp::any().boxed(), |path, segment| {
+                        path.and(warp::path(segment)).boxed()
+                    });
+                path.and(warp::path::end()).and(answer(issuers)).boxed()
+            }
+            Scope::Issuer(answer) => answer(self.target(issuers)),
+        }
+    }
+
+    /// The issuer a request's path names for this endpoint. Credential
+    /// endpoints of an issuer without clients reject as an unknown route does,
+    /// checked per request (a reload may add the first client).
+    fn target(&'static self, issuers: &Arc<Issuers>) -> BoxedFilter<(Target,)> {
+        let issuers = Arc::clone(issuers);
+        let needs_clients = self.access != Access::Open;
+        warp::path::full()
+            .and_then(move |path: warp::path::FullPath| {
+                let target = issuers.find(path.as_str(), self).filter(|target| {
+                    !needs_clients || !target.api.shared.config.load().clients.is_empty()
+                });
+                async move { target.ok_or_else(warp::reject::not_found) }
+            })
+            .boxed()
     }
 }
 
 /// The endpoints of `access`, or `None` if it has none.
-fn routes_of(api: &Api, access: Access) -> Option<Route> {
-    let routes = ENDPOINTS
-        .iter()
-        .filter(|endpoint| endpoint.access == access)
-        .map(|endpoint| endpoint.route(api))
-        .reduce(|routes, route| routes.or(route).unify().boxed())?;
-    Some(match access {
-        Access::Open => routes,
-        Access::Client | Access::IssuerOrAdmin => {
-            with_clients(api.shared.clone()).and(routes).boxed()
-        }
-    })
-}
-
-/// The route label of a request path, for metrics (bounded cardinality).
-fn route_label(path: &str) -> &'static str {
+fn routes_of(issuers: &Arc<Issuers>, access: Access) -> Option<Route> {
     ENDPOINTS
         .iter()
-        .find(|endpoint| endpoint.labels(path))
-        .map_or("other", |endpoint| endpoint.path)
+        .filter(|endpoint| endpoint.access == access)
+        .map(|endpoint| endpoint.route(issuers))
+        .reduce(|routes, route| routes.or(route).unify().boxed())
 }
 
-fn jwks_answer(api: &Api) -> Route {
-    get_or_head()
-        .and(with_shared(api.shared.clone()))
+fn jwks_answer(target: BoxedFilter<(Target,)>) -> Route {
+    target
+        .and(get_or_head())
+        .map(|target: Target| target.api.shared)
         .and(warp::header::optional::<String>("if-none-match"))
         .and(warp::header::optional::<String>("if-modified-since"))
         .and(warp::header::optional::<String>("accept"))
@@ -277,51 +421,31 @@ fn jwks_answer(api: &Api) -> Route {
         .boxed()
 }
 
-fn healthz_answer(_: &Api) -> Route {
+fn healthz_answer(_: &Arc<Issuers>) -> Route {
     get_or_head().map(ops::healthz).boxed()
 }
 
-fn readyz_answer(api: &Api) -> Route {
-    get_or_head()
-        .and(with_shared(api.shared.clone()))
-        .map(|shared: Arc<Shared>| ops::readyz(&shared))
+fn readyz_answer(issuers: &Arc<Issuers>) -> Route {
+    let issuers = Arc::clone(issuers);
+    get_or_head().map(move || ops::readyz(&issuers)).boxed()
+}
+
+fn metrics_answer(issuers: &Arc<Issuers>) -> Route {
+    let issuers = Arc::clone(issuers);
+    get_or_head().map(move || ops::metrics(&issuers)).boxed()
+}
+
+fn discovery_answer(target: BoxedFilter<(Target,)>) -> Route {
+    target
+        .and(get_or_head())
+        .and_then(|target: Target| async move { reply(discovery::document(&target.api.shared)) })
         .boxed()
 }
 
-fn metrics_answer(api: &Api) -> Route {
-    get_or_head()
-        .and(with_shared(api.shared.clone()))
-        .map(|shared: Arc<Shared>| ops::metrics(&shared))
-        .boxed()
-}
-
-fn discovery_answer(api: &Api) -> Route {
-    get_or_head()
-        .and(with_shared(api.shared.clone()))
-        .and_then(|shared: Arc<Shared>| async move { reply(discovery::document(&shared)) })
-        .boxed()
-}
-
-/// Passes while at least one client is configured; otherwise rejects as an
-/// unknown route does, before the path or the method is looked at.
-fn with_clients(shared: Arc<Shared>) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::any()
-        .and_then(move || {
-            let configured = !shared.config.load().clients.is_empty();
-            async move {
-                if configured {
-                    Ok(())
-                } else {
-                    Err(warp::reject::not_found())
-                }
-            }
-        })
-        .untuple_one()
-}
-
-fn token_answer(api: &Api) -> Route {
-    warp::post()
-        .and(with_shared(api.shared.clone()))
+fn token_answer(target: BoxedFilter<(Target,)>) -> Route {
+    target
+        .and(warp::post())
+        .map(|target: Target| target.api.shared)
         .and(authorization())
         .and(warp::header::optional::<String>("content-type"))
         .and(body())
@@ -331,9 +455,10 @@ fn token_answer(api: &Api) -> Route {
         .boxed()
 }
 
-fn signing_keys_answer(api: &Api) -> Route {
-    get_or_head()
-        .and(with_shared(api.shared.clone()))
+fn signing_keys_answer(target: BoxedFilter<(Target,)>) -> Route {
+    target
+        .and(get_or_head())
+        .map(|target: Target| target.api.shared)
         .and(authorization())
         .and_then(|shared, authorization| async move {
             reply(issuer::signing_keys(shared, authorization).await)
@@ -341,9 +466,10 @@ fn signing_keys_answer(api: &Api) -> Route {
         .boxed()
 }
 
-fn sign_answer(api: &Api) -> Route {
-    warp::post()
-        .and(with_shared(api.shared.clone()))
+fn sign_answer(target: BoxedFilter<(Target,)>) -> Route {
+    target
+        .and(warp::post())
+        .map(|target: Target| target.api.shared)
         .and(authorization())
         .and(body())
         .and_then(|shared, authorization, body| async move {
@@ -352,40 +478,34 @@ fn sign_answer(api: &Api) -> Route {
         .boxed()
 }
 
-fn rotate_answer(api: &Api) -> Route {
-    let events = api.events.clone();
-    warp::post()
-        .and(with_shared(api.shared.clone()))
+fn rotate_answer(target: BoxedFilter<(Target,)>) -> Route {
+    target
+        .and(warp::post())
         .and(authorization())
-        .and_then(move |shared, authorization| {
-            let events = events.clone();
-            async move {
-                reply(admin::admin(shared, events, authorization, admin::AdminAction::Rotate).await)
-            }
+        .and_then(|target: Target, authorization| async move {
+            let Api { shared, events, .. } = target.api;
+            reply(admin::admin(shared, events, authorization, admin::AdminAction::Rotate).await)
         })
         .boxed()
 }
 
-fn revoke_answer(api: &Api) -> Route {
-    let events = api.events.clone();
-    warp::path::param::<String>()
-        .and(warp::path::end())
+fn revoke_answer(target: BoxedFilter<(Target,)>) -> Route {
+    target
         .and(warp::post())
-        .and(with_shared(api.shared.clone()))
         .and(authorization())
-        .and_then(move |kid: String, shared, authorization| {
-            let events = events.clone();
-            async move {
-                reply(
-                    admin::admin(
-                        shared,
-                        events,
-                        authorization,
-                        admin::AdminAction::Revoke(kid),
-                    )
-                    .await,
+        .and_then(|target: Target, authorization| async move {
+            let Api { shared, events, .. } = target.api;
+            // `Endpoint::matches` gives a parameter endpoint its one segment.
+            let kid = target.parameter.unwrap_or_default();
+            reply(
+                admin::admin(
+                    shared,
+                    events,
+                    authorization,
+                    admin::AdminAction::Revoke(kid),
                 )
-            }
+                .await,
+            )
         })
         .boxed()
 }
@@ -401,21 +521,27 @@ impl<F> Served for F where
 {
 }
 
-fn finish(api: &Api, routes: Route) -> impl Served {
-    let shared = api.shared.clone();
+fn finish(issuers: &Arc<Issuers>, routes: Route) -> impl Served {
+    let issuers = Arc::clone(issuers);
     body_limit()
         .and(routes)
         .recover(error::handle_rejection)
         .unify()
         .with(warp::log::custom(move |info| {
-            shared
+            let (issuer, route) = issuers.labels(info.path());
+            issuers
+                .common
                 .metrics
-                .http_request(route_label(info.path()), info.status().as_u16());
+                .http_request(&issuer, route, info.status().as_u16());
         }))
 }
 
 /// The routes of the public listener.
-pub fn public_routes(api: &Api, has_private_listener: bool, with_clients: bool) -> impl Served {
+pub fn public_routes(
+    issuers: &Arc<Issuers>,
+    has_private_listener: bool,
+    with_clients: bool,
+) -> impl Served {
     let mut accesses = vec![Access::Open];
     if with_clients {
         accesses.push(Access::Client);
@@ -423,19 +549,19 @@ pub fn public_routes(api: &Api, has_private_listener: bool, with_clients: bool) 
             accesses.push(Access::IssuerOrAdmin);
         }
     }
-    finish(api, routes_for(api, &accesses))
+    finish(issuers, routes_for(issuers, &accesses))
 }
 
 /// The routes of the private listener: the issuer and admin endpoints only.
-pub fn private_routes(api: &Api) -> impl Served {
-    finish(api, routes_for(api, &[Access::IssuerOrAdmin]))
+pub fn private_routes(issuers: &Arc<Issuers>) -> impl Served {
+    finish(issuers, routes_for(issuers, &[Access::IssuerOrAdmin]))
 }
 
 /// The endpoints of `accesses`, in the table's order.
-fn routes_for(api: &Api, accesses: &[Access]) -> Route {
+fn routes_for(issuers: &Arc<Issuers>, accesses: &[Access]) -> Route {
     accesses
         .iter()
-        .filter_map(|access| routes_of(api, *access))
+        .filter_map(|access| routes_of(issuers, *access))
         .reduce(|routes, more| routes.or(more).unify().boxed())
         .unwrap_or_else(unknown_route)
 }
@@ -451,8 +577,31 @@ fn unknown_route() -> Route {
 mod tests {
     use super::*;
 
+    /// Issuers served under these prefixes, with no state behind them: enough to
+    /// find targets and labels.
+    fn issuers(prefixes: &[(&str, &str)]) -> Arc<Issuers> {
+        let config = crate::config::Config::parse("", std::path::Path::new("/etc/jwkd/t.toml"))
+            .unwrap_or_else(|err| panic!("{err}"));
+        let common = Arc::new(Common::new(&config, Arc::new(crate::clock::SystemClock)));
+        let apis = prefixes
+            .iter()
+            .map(|(name, prefix)| {
+                let shared =
+                    Arc::new(Shared::for_issuer(config.clone(), Arc::clone(&common)).unwrap());
+                Api {
+                    shared,
+                    events: mpsc::channel(1).0,
+                    name: (*name).into(),
+                    prefix: (*prefix).into(),
+                }
+            })
+            .collect();
+        Arc::new(Issuers::new(common, apis))
+    }
+
     #[test]
     fn every_endpoint_is_labelled_by_its_own_path() {
+        let issuers = issuers(&[("default", ""), ("billing", "/billing")]);
         for endpoint in &ENDPOINTS {
             assert!(endpoint.path.starts_with('/'), "{}", endpoint.path);
             assert!(
@@ -462,19 +611,72 @@ mod tests {
                 "warp::path takes a non-empty literal segment: {}",
                 endpoint.path
             );
-            assert_eq!(route_label(endpoint.path), endpoint.path);
+            let issuer = match endpoint.scope {
+                Scope::Daemon(_) => "",
+                Scope::Issuer(_) => "default",
+            };
+            let path = if endpoint.parameter {
+                format!("{}/x", endpoint.path)
+            } else {
+                endpoint.path.to_owned()
+            };
+            let (found, label) = issuers.labels(&path);
+            assert_eq!((&*found, label), (issuer, endpoint.path));
         }
-        for (path, label) in [
-            ("/v1/revoke/some-kid", "/v1/revoke"),
-            ("/v1/signing-keys", "/v1/signing-keys"),
-            ("/v1/sign/x", "other"),
-            ("/v1/signx", "other"),
-            ("/healthz/more", "other"),
-            ("/", "other"),
-            ("/nope", "other"),
+        for (path, issuer, label) in [
+            ("/v1/revoke/some-kid", "default", "/v1/revoke"),
+            ("/billing/v1/revoke/some-kid", "billing", "/v1/revoke"),
+            ("/v1/signing-keys", "default", "/v1/signing-keys"),
+            (
+                "/billing/.well-known/jwks.json",
+                "billing",
+                "/.well-known/jwks.json",
+            ),
+            (
+                "/billing/.well-known/openid-configuration",
+                "billing",
+                "/.well-known/openid-configuration",
+            ),
+            (
+                "/.well-known/oauth-authorization-server/billing",
+                "billing",
+                "/.well-known/oauth-authorization-server",
+            ),
+            ("/billing/oauth2/token", "billing", "/oauth2/token"),
+            ("/billing/healthz", "", "other"),
+            ("/billing", "", "other"),
+            ("/billingx/.well-known/jwks.json", "", "other"),
+            ("/other/.well-known/jwks.json", "", "other"),
+            ("/v1/revoke/", "", "other"),
+            ("/v1/revoke/a/b", "", "other"),
+            ("/v1/sign/x", "", "other"),
+            ("/v1/signx", "", "other"),
+            ("/healthz/more", "", "other"),
+            ("/", "", "other"),
+            ("/nope", "", "other"),
         ] {
-            assert_eq!(route_label(path), label, "{path}");
+            let (found, found_label) = issuers.labels(path);
+            assert_eq!((&*found, found_label), (issuer, label), "{path}");
         }
+    }
+
+    #[test]
+    fn a_path_names_one_issuer_and_one_parameter() {
+        let issuers = issuers(&[("default", ""), ("billing", "/billing")]);
+        let revoke = ENDPOINTS.iter().find(|e| e.path == "/v1/revoke").unwrap();
+        let target = issuers.find("/billing/v1/revoke/kid-1", revoke).unwrap();
+        assert_eq!(
+            (target.api.name(), target.parameter.as_deref()),
+            ("billing", Some("kid-1"))
+        );
+        let target = issuers.find("/v1/revoke/kid-2", revoke).unwrap();
+        assert_eq!(
+            (target.api.name(), target.parameter.as_deref()),
+            ("default", Some("kid-2"))
+        );
+        // A reload that drops an issuer drops its paths with it.
+        issuers.replace(issuers.list()[..1].to_vec());
+        assert!(issuers.find("/billing/v1/revoke/kid-1", revoke).is_none());
     }
 
     #[test]
