@@ -21,6 +21,18 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
+/// `--config PATH --issuer NAME`: the config, and which of its issuers a verb acts on.
+#[derive(Debug, Args)]
+pub struct IssuerArg {
+    /// The config.
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The issuer, by its `[[issuers]]` name; default: the issuer of the
+    /// top-level sections (`default`).
+    #[arg(long, value_name = "NAME")]
+    pub issuer: Option<String>,
+}
+
 /// The verbs.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -30,31 +42,31 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// List keys with their state and times.
     Keys {
-        /// The config.
+        /// The config and the issuer.
         #[command(flatten)]
-        config: ConfigArg,
+        config: IssuerArg,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Rotate now: the next key becomes current as soon as it is safe (once signing, it gets a
     /// successor); while a rotation is pending, says so and changes nothing.
-    Rotate(ConfigArg),
+    Rotate(IssuerArg),
     /// Emergency: withdraw a key from the JWKS at once.
     Revoke {
         /// The key to withdraw. A kid may start with `-` (base64url), so it is
         /// never taken for an option.
         #[arg(allow_hyphen_values = true)]
         kid: String,
-        /// The config.
+        /// The config and the issuer.
         #[command(flatten)]
-        config: ConfigArg,
+        config: IssuerArg,
     },
     /// Rewrite only what makes a stored keyset fail to load, after a backup.
     Repair {
-        /// The config.
+        /// The config and the issuer.
         #[command(flatten)]
-        config: ConfigArg,
+        config: IssuerArg,
         /// Say what would change; write nothing.
         #[arg(long)]
         dry_run: bool,
@@ -69,12 +81,14 @@ pub enum Command {
     },
     /// Verify a token against a JWKS with jwkd-client; print its claims as JSON.
     Verify {
-        /// The JWK Set URL (https, or http on loopback).
-        #[arg(long, value_name = "URL")]
-        jwks: String,
-        /// The issuer the token must have (exact `iss`).
-        #[arg(long, value_name = "ISS")]
-        issuer: Option<String>,
+        /// The JWK Set URL (https, or http on loopback); not with `--issuer ISS=URL`.
+        #[arg(long, value_name = "URL", required_unless_present = "issuers")]
+        jwks: Option<String>,
+        /// The issuer the token must have (exact `iss`), with --jwks; or, repeated,
+        /// `ISS=URL`: each issuer with its own JWK Set, the token checked only
+        /// against the keys of the issuer its `iss` names.
+        #[arg(long = "issuer", value_name = "ISS[=URL]")]
+        issuers: Vec<String>,
         /// An audience the token's `aud` must contain.
         #[arg(long, value_name = "AUD")]
         audience: Option<String>,
@@ -108,11 +122,16 @@ mod tests {
                 config,
             } => {
                 assert_eq!(parsed, kid);
-                assert_eq!(config.config, Some(PathBuf::from("x.toml")));
+                assert_eq!(config.config.config, Some(PathBuf::from("x.toml")));
+                assert_eq!(config.issuer, None);
             }
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["jwkd", "revoke", "--config", "x.toml", kid]).unwrap();
         assert!(matches!(cli.command, Command::Revoke { kid: parsed, .. } if parsed == kid));
+        let cli = Cli::try_parse_from(["jwkd", "revoke", kid, "--issuer", "billing"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Revoke { config, .. } if config.issuer.as_deref() == Some("billing"))
+        );
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, IssuerArg};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, ConfigError, Environment};
 use crate::duration::format_duration;
@@ -39,46 +39,30 @@ pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
             check_config(&load_config(env, arg.config.as_deref())?, &SystemClock).await
         }
         Command::Keys { config, json } => {
-            keys(
-                &load_config(env, config.config.as_deref())?,
-                json,
-                &SystemClock,
-            )
-            .await
+            keys(&load_issuer(env, &config)?, json, &SystemClock).await
         }
-        Command::Rotate(arg) => {
-            change(&load_config(env, arg.config.as_deref())?, Operation::Rotate).await
-        }
+        Command::Rotate(arg) => change(&load_issuer(env, &arg)?, Operation::Rotate).await,
         Command::Revoke { kid, config } => {
-            change(
-                &load_config(env, config.config.as_deref())?,
-                Operation::Revoke(kid),
-            )
-            .await
+            change(&load_issuer(env, &config)?, Operation::Revoke(kid)).await
         }
         Command::Repair { config, dry_run } => {
-            repair(
-                &load_config(env, config.config.as_deref())?,
-                dry_run,
-                &SystemClock,
-            )
-            .await
+            repair(&load_issuer(env, &config)?, dry_run, &SystemClock).await
         }
         Command::HashSecret { generate } => hash_secret(generate),
         Command::Verify {
             jwks,
-            issuer,
+            issuers,
             audience,
             algorithms,
             token,
-        } => verify(&jwks, issuer, audience, algorithms, &token).await,
+        } => verify(jwks, issuers, audience, algorithms, &token).await,
     }
 }
 
 /// `jwkd verify`: the client crate's verifier, from the command line.
 async fn verify(
-    jwks_url: &str,
-    issuer: Option<String>,
+    jwks_url: Option<String>,
+    issuers: Vec<String>,
     audience: Option<String>,
     algorithms: Vec<jwkd_client::Algorithm>,
     token: &str,
@@ -92,14 +76,40 @@ async fn verify(
     } else {
         token.to_owned()
     };
-    let jwks = jwkd_client::RemoteJwks::builder(jwks_url)
-        .build()
-        .with_context(|| format!("cannot use the JWKS URL {jwks_url}"))?;
-    let mut builder = jwkd_client::Verifier::builder(jwks);
-    // A command-line check: what is not asked for is not checked.
-    builder = match issuer {
-        Some(issuer) => builder.issuer(issuer),
-        None => builder.any_issuer(),
+    let jwks = |url: &str| {
+        jwkd_client::RemoteJwks::builder(url)
+            .build()
+            .with_context(|| format!("cannot use the JWKS URL {url}"))
+    };
+    let pairs: Vec<Option<(&str, &str)>> = issuers
+        .iter()
+        .map(|issuer| issuer.split_once('='))
+        .collect();
+    let mut builder = match (jwks_url, pairs.iter().any(Option::is_some)) {
+        (Some(_), true) => {
+            anyhow::bail!("--issuer ISS=URL names each issuer's JWK Set: use it without --jwks")
+        }
+        (None, true) => {
+            let mut sources = Vec::new();
+            for (issuer, pair) in issuers.iter().zip(&pairs) {
+                let Some((iss, url)) = pair else {
+                    anyhow::bail!("--issuer {issuer}: with several issuers, each is ISS=URL");
+                };
+                sources.push((iss.to_string(), jwks(url)?));
+            }
+            jwkd_client::Verifier::builder(jwkd_client::KeySource::per_issuer(sources))
+        }
+        (Some(url), false) => {
+            // A command-line check: what is not asked for is not checked.
+            let builder = jwkd_client::Verifier::builder(jwks(&url)?);
+            match issuers.as_slice() {
+                [] => builder.any_issuer(),
+                issuers => issuers
+                    .iter()
+                    .fold(builder, |builder, issuer| builder.issuer(issuer)),
+            }
+        }
+        (None, false) => anyhow::bail!("--jwks URL or --issuer ISS=URL is needed"),
     };
     builder = match audience {
         Some(audience) => builder.audience(audience),
@@ -120,6 +130,17 @@ async fn verify(
 fn load_config(env: &Environment, flag: Option<&Path>) -> Result<Config, ConfigError> {
     let path = env.resolve_config_path(flag);
     Config::load(&path)
+}
+
+/// The config of the issuer `--issuer` names (the default one without it).
+fn load_issuer(env: &Environment, arg: &IssuerArg) -> Result<Config, ConfigError> {
+    let config = load_config(env, arg.config.config.as_deref())?;
+    let Some(name) = arg.issuer.as_deref() else {
+        return Ok(config);
+    };
+    config.issuer_named(name).cloned().map_err(|message| {
+        ConfigError::one(&config.file, "", format!("--issuer {name}: {message}"))
+    })
 }
 
 /// The config key that names the store.
@@ -393,6 +414,29 @@ fn time(at: DateTime<Utc>) -> String {
 }
 
 async fn check_config(config: &Config, clock: &dyn Clock) -> anyhow::Result<()> {
+    println!("config {}: ok", config.file.display());
+    let mut skewed = None;
+    for issuer in config.all_issuers() {
+        if !config.issuers.is_empty() {
+            let url = issuer.issuer.issuer.as_deref().unwrap_or("no [issuer] URL");
+            println!("issuer {} ({url}):", issuer.name);
+        }
+        if let Err(skew) = check_issuer(issuer, clock).await? {
+            skewed.get_or_insert(skew);
+        }
+    }
+    match skewed {
+        Some(skew) => Err(anyhow::anyhow!(skew)),
+        None => Ok(()),
+    }
+}
+
+/// `check-config` for one issuer: its store, schedule, lead, retention and
+/// coming rotations, and its clock (`Err` beyond `clock_skew`, said).
+async fn check_issuer(
+    config: &Config,
+    clock: &dyn Clock,
+) -> anyhow::Result<Result<(), crate::clock::Skew>> {
     let (store, snapshot) = open_store(config).await?;
     let read_at = clock.now();
     let clock = check_clock(config, store.as_ref(), &snapshot, read_at);
@@ -400,7 +444,6 @@ async fn check_config(config: &Config, clock: &dyn Clock) -> anyhow::Result<()> 
     let keys = &config.keys;
     let lead = keys.lead(config.store.refresh_interval);
     let retention = keys.max_token_lifetime + keys.clock_skew;
-    println!("config {}: ok", config.file.display());
     println!(
         "store: {} ({} keys)",
         store.location(),
@@ -437,16 +480,16 @@ async fn check_config(config: &Config, clock: &dyn Clock) -> anyhow::Result<()> 
             );
         }
     }
-    match clock {
+    Ok(match clock {
         Ok(line) => {
             println!("{line}");
             Ok(())
         }
         Err(skew) => {
             println!("clock: {skew}");
-            Err(anyhow::anyhow!(skew))
+            Err(skew)
         }
-    }
+    })
 }
 
 /// This host's clock against the store's and the stored keyset's: one line

@@ -238,6 +238,27 @@ impl KeysConfig {
 }
 
 impl Config {
+    /// Every issuer: this one (the default) first, then each `[[issuers]]` entry.
+    pub fn all_issuers(&self) -> impl Iterator<Item = &Config> {
+        std::iter::once(self).chain(&self.issuers)
+    }
+
+    /// The issuer named `name`.
+    ///
+    /// # Errors
+    /// When no issuer has that name: the message lists the names there are.
+    pub fn issuer_named(&self, name: &str) -> Result<&Config, String> {
+        self.all_issuers()
+            .find(|issuer| issuer.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self
+                    .all_issuers()
+                    .map(|issuer| issuer.name.as_str())
+                    .collect();
+                format!("no issuer of that name (there are: {})", names.join(", "))
+            })
+    }
+
     /// Lead, retention and skew tolerance of the key timeline.
     pub fn policy(&self) -> Policy {
         let chrono = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
