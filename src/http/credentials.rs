@@ -209,11 +209,11 @@ pub async fn authenticate(
     }
     // A configured client id tried from addresses it never authenticated from
     // has an allowance of its own (unknown ids are bounded per source above).
+    // The throttle serves every issuer: a client is known to it by issuer and id.
+    let throttled_as = throttle_id(&config.name, &presented.client_id);
     if let Some(source) = source
         && auth.knows(&presented.client_id)
-        && let Err(wait) = shared
-            .throttle
-            .take_for_client(&presented.client_id, source)
+        && let Err(wait) = shared.throttle.take_for_client(&throttled_as, source)
     {
         return Err(throttled(
             shared,
@@ -246,9 +246,20 @@ pub async fn authenticate(
         return Err(invalid_client("client authentication failed"));
     };
     if let Some(source) = source {
-        shared.throttle.succeeded(&client.id, source);
+        shared.throttle.succeeded(&throttled_as, source);
     }
     Ok(client)
+}
+
+/// How the throttle, shared by every issuer, knows a client: its id in the
+/// default issuer, `issuer:id` in another (a client id may be two clients;
+/// no id has a `:`, so no key is both).
+fn throttle_id<'a>(issuer: &str, client_id: &'a str) -> std::borrow::Cow<'a, str> {
+    if issuer == crate::config::DEFAULT_ISSUER {
+        client_id.into()
+    } else {
+        format!("{issuer}:{client_id}").into()
+    }
 }
 
 /// Which allowance a throttled check ran out of, and its size per minute.
