@@ -10,18 +10,14 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cli::{Cli, Command};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, ConfigError, Environment};
+use crate::daemon::{Daemon, Listeners};
 use crate::duration::format_duration;
-use crate::http::Api;
-use crate::http::server::{self, Tls};
 use crate::keyset::{self, Keyset};
 use crate::operation::{Operation, Planner, update_store};
-use crate::rotator::{Event, Rotator};
-use crate::state::Shared;
 use crate::store::{self, KeyStore, Snapshot};
 use crate::timeline::{self, Change};
 
@@ -33,36 +29,19 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// # Errors
 /// Whatever the verb failed with; [`ConfigError`] in the chain means exit code 2.
 pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
+    // The one wall clock of every verb: validation, decisions and the daemon.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let load = |flag: &Option<std::path::PathBuf>| load_config(env, flag.as_deref(), &*clock);
     match cli.command {
-        Command::Serve(arg) => serve(&load_config(env, arg.config.as_deref())?, env).await,
-        Command::CheckConfig(arg) => {
-            check_config(&load_config(env, arg.config.as_deref())?, &SystemClock).await
-        }
-        Command::Keys { config, json } => {
-            keys(
-                &load_config(env, config.config.as_deref())?,
-                json,
-                &SystemClock,
-            )
-            .await
-        }
-        Command::Rotate(arg) => {
-            change(&load_config(env, arg.config.as_deref())?, Operation::Rotate).await
-        }
+        Command::Serve(arg) => serve(&load(&arg.config)?, env, Arc::clone(&clock)).await,
+        Command::CheckConfig(arg) => check_config(&load(&arg.config)?, &*clock).await,
+        Command::Keys { config, json } => keys(&load(&config.config)?, json, &*clock).await,
+        Command::Rotate(arg) => change(&load(&arg.config)?, Operation::Rotate, &*clock).await,
         Command::Revoke { kid, config } => {
-            change(
-                &load_config(env, config.config.as_deref())?,
-                Operation::Revoke(kid),
-            )
-            .await
+            change(&load(&config.config)?, Operation::Revoke(kid), &*clock).await
         }
         Command::Repair { config, dry_run } => {
-            repair(
-                &load_config(env, config.config.as_deref())?,
-                dry_run,
-                &SystemClock,
-            )
-            .await
+            repair(&load(&config.config)?, dry_run, &*clock).await
         }
         Command::HashSecret { generate } => hash_secret(generate),
         Command::Verify {
@@ -117,9 +96,13 @@ async fn verify(
     Ok(())
 }
 
-fn load_config(env: &Environment, flag: Option<&Path>) -> Result<Config, ConfigError> {
+fn load_config(
+    env: &Environment,
+    flag: Option<&Path>,
+    clock: &dyn Clock,
+) -> Result<Config, ConfigError> {
     let path = env.resolve_config_path(flag);
-    Config::load(&path)
+    Config::load_at(&path, clock.now())
 }
 
 /// The config key that names the store.
@@ -187,65 +170,22 @@ async fn repair(config: &Config, dry_run: bool, clock: &dyn Clock) -> anyhow::Re
     Ok(())
 }
 
-async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
+async fn serve(config: &Config, env: &Environment, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let (store, snapshot) = open_store(config).await?;
-    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(Arc::new(Tls::load(cert, key).map_err(|err| {
-                ConfigError::one(&config.file, "server.tls_cert", err)
-            })?))
-        }
-        _ => None,
-    };
-    let listener = bind(config.server.listen).await?;
-    let private_listener = match config.server.private_listen {
-        Some(address) => Some(bind(address).await?),
-        None => None,
-    };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let shared = Arc::new(
-        Shared::with_clock(config.clone(), Arc::clone(&clock)).map_err(anyhow::Error::msg)?,
-    );
-    let mut rotator = Rotator::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&shared));
-    rotator.set_watchdog(crate::runtime::Watchdog::systemd(env.watchdog));
-    rotator.prime(snapshot, clock.now());
-    // The first pass makes the first keys if needed, so the JWKS is there when we say ready.
-    let first_sleep = rotator.tick().await;
-    let status = rotator.status_line(clock.now());
-
+    let listeners = Listeners::bind(config).await?;
     let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let (events, events_rx) = mpsc::channel::<Event>(16);
+    let daemon = Daemon::start(
+        config.clone(),
+        Arc::clone(&store),
+        snapshot,
+        Arc::clone(&clock),
+        listeners,
+        crate::runtime::Watchdog::systemd(env.watchdog),
+        shutdown.clone(),
+    )
+    .await?;
     let (reload, reload_rx) = mpsc::channel::<()>(1);
-    let api = Api {
-        shared: Arc::clone(&shared),
-        events: events.clone(),
-    };
-    let with_credentials = config.server.may_serve_credentials();
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut addresses = vec![format!("{scheme}://{}", listener.local_addr()?)];
-    tracker.spawn(server::serve(
-        listener,
-        tls.clone(),
-        crate::http::public_routes(&api, private_listener.is_some(), with_credentials),
-        config.server.limits,
-        shutdown.clone().cancelled_owned(),
-    ));
-    if let Some(private_listener) = private_listener {
-        addresses.push(format!(
-            "{scheme}://{} (issuer and admin)",
-            private_listener.local_addr()?
-        ));
-        tracker.spawn(server::serve(
-            private_listener,
-            tls.clone(),
-            crate::http::private_routes(&api),
-            config.server.limits,
-            shutdown.clone().cancelled_owned(),
-        ));
-    }
-    tracker.spawn(rotator.run_loop_after(first_sleep, events_rx, shutdown.clone()));
-    tracker.spawn({
+    let signals = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
             if let Err(err) = crate::runtime::signals(shutdown.clone(), reload).await {
@@ -254,23 +194,21 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
             }
         }
     });
-    tracker.spawn(reload_on_signal(
-        config.file.clone(),
-        Arc::clone(&shared),
-        tls,
-        events,
-        reload_rx,
-        shutdown.clone(),
-    ));
-    tracker.close();
 
-    tracing::info!("{}", startup_line(config, store.as_ref(), &addresses));
+    tracing::info!(
+        "{}",
+        startup_line(config, store.as_ref(), &daemon.addresses())
+    );
     // Keyset loaded and published, listeners bound: systemd may start what depends on us.
-    crate::runtime::notify_ready(&status);
+    crate::runtime::notify_ready(daemon.status());
 
-    shutdown.cancelled().await;
+    reload_on_signal(&daemon, &config.file, &*clock, reload_rx, &shutdown).await;
     crate::runtime::notify_stopping();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
+    let stopped = async {
+        daemon.join().await;
+        let _ = signals.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
         .await
         .is_err()
     {
@@ -303,23 +241,16 @@ fn startup_line(config: &Config, store: &dyn KeyStore, addresses: &[String]) -> 
     )
 }
 
-async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))
-}
-
-/// On each SIGHUP: re-read the config file; if it is valid, hand it to the
-/// rotator (clients, schedule, keyset re-read) and reload the TLS certificate;
+/// On each SIGHUP, until `shutdown`: re-read the config file; if it is valid,
+/// hand it to the daemon (clients, schedule, keyset re-read, TLS certificate);
 /// if not, log why and keep running on the old one. Connections stay open
 /// either way. systemd hears `RELOADING=1` at the start and `READY=1` at the end.
 async fn reload_on_signal(
-    config_file: std::path::PathBuf,
-    shared: Arc<Shared>,
-    tls: Option<Arc<Tls>>,
-    events: mpsc::Sender<Event>,
+    daemon: &Daemon,
+    config_file: &Path,
+    clock: &dyn Clock,
     mut reload: mpsc::Receiver<()>,
-    shutdown: CancellationToken,
+    shutdown: &CancellationToken,
 ) {
     loop {
         tokio::select! {
@@ -327,7 +258,7 @@ async fn reload_on_signal(
             Some(()) = reload.recv() => {
                 crate::runtime::notify_reloading();
                 tracing::info!("SIGHUP: re-reading {}", config_file.display());
-                let config = match Config::load(&config_file) {
+                let config = match Config::load_at(config_file, clock.now()) {
                     Ok(config) => config,
                     Err(err) => {
                         for problem in err.lines() {
@@ -337,53 +268,13 @@ async fn reload_on_signal(
                         continue;
                     }
                 };
-                warn_restart_needed(&shared.config.load(), &config);
-                if let Some(tls) = &tls
-                    && let Err(err) = tls.reload()
-                {
-                    tracing::error!("TLS certificate not reloaded, keeping the old one: {err}");
+                match daemon.reload(config).await {
+                    Some(status) => crate::runtime::notify_reloaded(Some(&status)),
+                    None if shutdown.is_cancelled() => break,
+                    None => crate::runtime::notify_reloaded(None),
                 }
-                let (done, done_rx) = tokio::sync::oneshot::channel();
-                if events.send(Event::Reload(Box::new(config), done)).await.is_err() {
-                    break;
-                }
-                let status = tokio::select! {
-                    reply = done_rx => reply.ok(),
-                    () = shutdown.cancelled() => break,
-                };
-                crate::runtime::notify_reloaded(status.as_deref());
             }
         }
-    }
-}
-
-/// Settings a reload cannot apply to a running daemon: the listeners, TLS on or
-/// off, and the store. Says so, so that nobody believes they changed.
-fn warn_restart_needed(running: &Config, new: &Config) {
-    let mut keys = Vec::new();
-    if new.server.listen != running.server.listen {
-        keys.push("server.listen");
-    }
-    if new.server.private_listen != running.server.private_listen {
-        keys.push("server.private_listen");
-    }
-    if new.server.tls_cert != running.server.tls_cert
-        || new.server.tls_key != running.server.tls_key
-    {
-        keys.push("server.tls_cert/tls_key");
-    }
-    if new.server.allow_plain_http != running.server.allow_plain_http {
-        keys.push("server.allow_plain_http");
-    }
-    if new.store.backend != running.store.backend {
-        keys.push("store");
-    }
-    if !keys.is_empty() {
-        tracing::warn!(
-            "{} changed in {}: a reload does not apply this; restart jwkd to use it",
-            keys.join(", "),
-            new.file.display()
-        );
     }
 }
 
@@ -489,21 +380,15 @@ async fn keys(config: &Config, json: bool, clock: &dyn Clock) -> anyhow::Result<
     Ok(())
 }
 
-async fn change(config: &Config, operation: Operation) -> anyhow::Result<()> {
+async fn change(config: &Config, operation: Operation, clock: &dyn Clock) -> anyhow::Result<()> {
     let (store, snapshot) = open_store(config).await?;
     let planner = Planner::new(config);
-    let (_, changes) = update_store(
-        store.as_ref(),
-        &planner,
-        &SystemClock,
-        &operation,
-        Some(snapshot),
-    )
-    .await
-    .with_context(|| match &operation {
-        Operation::Revoke(kid) => format!("cannot revoke {kid}"),
-        _ => "cannot rotate".to_owned(),
-    })?;
+    let (_, changes) = update_store(store.as_ref(), &planner, clock, &operation, Some(snapshot))
+        .await
+        .with_context(|| match &operation {
+            Operation::Revoke(kid) => format!("cannot revoke {kid}"),
+            _ => "cannot rotate".to_owned(),
+        })?;
     for change in &changes {
         println!("{change}");
     }

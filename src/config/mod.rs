@@ -31,6 +31,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::auth::ClientConfig;
 use crate::keys::Algorithm;
 use crate::schedule::Schedule;
@@ -285,22 +287,42 @@ pub struct IssuerConfig {
 }
 
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`, with `now` for the rules
+    /// that depend on the time (the rotation schedule's gaps from now on).
     ///
     /// # Errors
     /// [`ConfigError`] with every problem found, or the I/O error reading the file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load_at(path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| {
             ConfigError::one(path, "", format!("cannot read the config file: {err}"))
         })?;
-        Config::parse(&text, path)
+        Config::parse_at(&text, path, now)
     }
 
-    /// Validates config text as if it were read from `path`.
+    /// [`Config::load_at`] now by the system clock: for callers with no clock
+    /// of their own (tests); the daemon and the verbs pass their [`Clock`]'s.
+    ///
+    /// [`Clock`]: crate::clock::Clock
+    ///
+    /// # Errors
+    /// As [`Config::load_at`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_at(path, Utc::now())
+    }
+
+    /// [`Config::parse_at`] now by the system clock (see [`Config::load`]).
+    ///
+    /// # Errors
+    /// As [`Config::parse_at`].
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_at(text, path, Utc::now())
+    }
+
+    /// Validates config text as if it were read from `path` at `now`.
     ///
     /// # Errors
     /// [`ConfigError`] with every problem found.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub fn parse_at(text: &str, path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
         let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
             let location = err
                 .span()
@@ -324,7 +346,7 @@ impl Config {
             .filter(|dir| !dir.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        reader::read(&table, &defaults, path, &base_dir).map_err(|problems| ConfigError {
+        reader::read(&table, &defaults, path, &base_dir, now).map_err(|problems| ConfigError {
             file: path.to_path_buf(),
             problems,
         })

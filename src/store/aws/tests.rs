@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::interceptors::{
     BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
@@ -297,44 +297,171 @@ async fn an_oversized_keyset_is_refused_before_any_call() {
     assert!(recorder.sent().is_empty());
 }
 
-/// A dead endpoint (connections refused) and a black hole (connections accepted,
-/// never answered) both fail as `Unavailable`, within the configured deadline.
+/// Turns a hang into a failure; never a bound any test expects to come near.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Every call is bounded: a connect timeout, a per-attempt timeout, an overall
+/// deadline and a few retries with short backoff, on the client `connect` builds.
 #[tokio::test]
-async fn an_unreachable_store_fails_fast() {
+async fn the_store_is_built_with_bounded_timeouts_and_retries() {
+    let store = tokio::time::timeout(
+        HANG_GUARD,
+        SecretsManagerStore::connect(
+            "jwkd-test/built",
+            Some("eu-west-1"),
+            Some("http://127.0.0.1:9"),
+        ),
+    )
+    .await
+    .expect("connect hung")
+    .unwrap();
+    let config = store.client.config();
+    let timeouts = config.timeout_config().expect("a timeout config");
+    assert_eq!(timeouts.connect_timeout(), Some(Duration::from_secs(2)));
+    assert_eq!(
+        timeouts.operation_attempt_timeout(),
+        Some(Duration::from_secs(4))
+    );
+    assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(10)));
+    let retries = config.retry_config().expect("a retry config");
+    assert_eq!(
+        retries.mode(),
+        aws_sdk_secretsmanager::config::retry::RetryMode::Standard
+    );
+    assert_eq!(retries.max_attempts(), 3);
+    assert_eq!(retries.initial_backoff(), Duration::from_millis(200));
+    assert_eq!(retries.max_backoff(), Duration::from_secs(2));
+    assert_eq!(
+        store.location(),
+        "aws-secrets-manager secret jwkd-test/built in eu-west-1"
+    );
+}
+
+/// A recorded store on `endpoint` with the production retries and these
+/// timeouts (short ones: how long the production ones are is pinned above).
+fn store_with_timeouts(
+    endpoint: &str,
+    secret_id: &str,
+    attempt: Duration,
+    operation: Duration,
+) -> (SecretsManagerStore, Recorder) {
+    let recorder = Recorder::default();
+    let config = config_builder(endpoint)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(operation)
+                .build(),
+        )
+        .interceptor(recorder.clone())
+        .build();
+    (
+        SecretsManagerStore::with_config(config, secret_id),
+        recorder,
+    )
+}
+
+/// A load that must fail, within the hang guard.
+async fn failed_load(store: &SecretsManagerStore) -> StoreError {
+    tokio::time::timeout(HANG_GUARD, store.load())
+        .await
+        .expect("a load from an unreachable store hung")
+        .expect_err("a load from an unreachable store succeeded")
+}
+
+/// A dead endpoint (connections refused) is `Unavailable`, naming the secret
+/// and the cause, after exactly the configured attempts.
+#[tokio::test]
+async fn a_refused_connection_is_unavailable_after_every_attempt() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let store =
-        SecretsManagerStore::with_config(config_builder(&closed_url).build(), "jwkd-test/dead");
-    let started = Instant::now();
-    let err = store.load().await.unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+    let (store, recorder) = store_with_timeouts(
+        &closed_url,
+        "jwkd-test/dead",
+        Duration::from_secs(20),
+        Duration::from_secs(25),
     );
-    assert!(err.to_string().contains("jwkd-test/dead"), "{err}");
+    let err = failed_load(&store).await;
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{text}");
+    assert!(
+        text.starts_with(
+            "keyset store aws-secrets-manager secret jwkd-test/dead in us-east-1 is unavailable: \
+             cannot read the secret: dispatch failure: io error: "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
+    let attempts = recorder.of("GetSecretValue").len();
+    assert_eq!(attempts, MAX_ATTEMPTS as usize, "{text}");
+}
 
+/// A black hole (connections accepted, never answered): each attempt ends at
+/// the attempt timeout and is retried, up to the configured attempts.
+#[tokio::test]
+async fn a_black_hole_ends_each_attempt_at_the_attempt_timeout() {
+    let (url, holder) = black_hole().await;
+    let (store, recorder) = store_with_timeouts(
+        &url,
+        "jwkd-test/hole",
+        Duration::from_millis(100),
+        Duration::from_secs(25),
+    );
+    let err = failed_load(&store).await;
+    holder.abort();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{text}");
+    assert_eq!(
+        text,
+        "keyset store aws-secrets-manager secret jwkd-test/hole in us-east-1 is unavailable: \
+         cannot read the secret: request has timed out: \
+         operation attempt timeout (single attempt) occurred after 100ms"
+    );
+    assert_eq!(
+        recorder.of("GetSecretValue").len(),
+        MAX_ATTEMPTS as usize,
+        "{text}"
+    );
+}
+
+/// A black hole with attempts longer than the call's deadline: the deadline
+/// ends the call, in its first attempt.
+#[tokio::test]
+async fn a_black_hole_ends_the_call_at_the_operation_timeout() {
+    let (url, holder) = black_hole().await;
+    let (store, recorder) = store_with_timeouts(
+        &url,
+        "jwkd-test/hole-deadline",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+    );
+    let err = failed_load(&store).await;
+    holder.abort();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{text}");
+    assert_eq!(
+        text,
+        "keyset store aws-secrets-manager secret jwkd-test/hole-deadline in us-east-1 is \
+         unavailable: cannot read the secret: request has timed out: \
+         operation timeout (all attempts including retries) occurred after 200ms"
+    );
+    assert_eq!(recorder.of("GetSecretValue").len(), 1, "{text}");
+}
+
+/// A listener that accepts connections and never answers: its URL, and the
+/// task that holds the connections open.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
     let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let black_hole_url = format!("http://{}", black_hole.local_addr().unwrap());
+    let url = format!("http://{}", black_hole.local_addr().unwrap());
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((connection, _)) = black_hole.accept().await {
             held.push(connection);
         }
     });
-    let store =
-        SecretsManagerStore::with_config(config_builder(&black_hole_url).build(), "jwkd-test/hole");
-    let started = Instant::now();
-    let err = store.load().await.unwrap_err();
-    let elapsed = started.elapsed();
-    holder.abort();
-    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
-    assert!(
-        elapsed >= ATTEMPT_TIMEOUT && elapsed <= OPERATION_TIMEOUT + Duration::from_secs(2),
-        "a black hole took {elapsed:?}; expected the attempt and operation timeouts to end it"
-    );
+    (url, holder)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
