@@ -577,4 +577,6 @@ fn jitter(delay: Duration) -> Duration {
 }
 
 #[cfg(test)]
+mod aws_calls;
+#[cfg(test)]
 mod tests;
