@@ -286,22 +286,7 @@ mod tests {
     use crate::timeline;
 
     fn config() -> Config {
-        Config::parse(
-            r#"
-            [server]
-            listen = "127.0.0.1:0"
-            [keys]
-            algorithms = ["ES256"]
-            rotation_schedule = "*/2 * * * * *"
-            jwks_max_age = "1s"
-            clock_skew = "0s"
-            max_token_lifetime = "2s"
-            [store]
-            refresh_interval = "500ms"
-            "#,
-            std::path::Path::new("/tmp/jwkd-test.toml"),
-        )
-        .unwrap()
+        crate::config::fast_config_for_test(&["ES256"])
     }
 
     /// The current ES256 kid the daemon publishes at `now`.

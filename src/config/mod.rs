@@ -353,6 +353,30 @@ impl Config {
     }
 }
 
+/// The config the tests above the reader run on: `algorithms` rotated every
+/// 2 s, tokens of at most 2 s, a 1 s JWKS max-age, no skew, the store re-read
+/// every 500 ms (so the lead is 1.5 s), listening on `127.0.0.1:0`.
+#[cfg(test)]
+pub(crate) fn fast_config_for_test(algorithms: &[&str]) -> Config {
+    let algorithms: Vec<String> = algorithms.iter().map(|alg| format!("{alg:?}")).collect();
+    let text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        [keys]
+        algorithms = [{}]
+        rotation_schedule = "*/2 * * * * *"
+        jwks_max_age = "1s"
+        clock_skew = "0s"
+        max_token_lifetime = "2s"
+        [store]
+        refresh_interval = "500ms"
+        "#,
+        algorithms.join(", ")
+    );
+    parse_for_test(&text).unwrap_or_else(|err| panic!("{err}"))
+}
+
 /// [`Config::parse`] of `text` as the file `/etc/jwkd/test.toml`, for the tests
 /// of every part of the reader.
 #[cfg(test)]

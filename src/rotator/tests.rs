@@ -58,20 +58,7 @@ fn ms(duration: Duration) -> u64 {
 }
 
 fn config() -> Config {
-    Config::parse(
-        r#"
-        [keys]
-        algorithms = ["ES256", "EdDSA"]
-        rotation_schedule = "*/2 * * * * *"
-        jwks_max_age = "1s"
-        clock_skew = "0s"
-        max_token_lifetime = "2s"
-        [store]
-        refresh_interval = "500ms"
-        "#,
-        std::path::Path::new("/tmp/jwkd-test.toml"),
-    )
-    .unwrap()
+    crate::config::fast_config_for_test(&["ES256", "EdDSA"])
 }
 
 /// A daily rotation at 03:00, with `[keys]` lines added and this refresh interval.

@@ -398,56 +398,54 @@ async fn a_refused_connection_is_unavailable_after_every_attempt() {
     assert_eq!(attempts, MAX_ATTEMPTS as usize, "{text}");
 }
 
-/// A black hole (connections accepted, never answered): each attempt ends at
-/// the attempt timeout and is retried, up to the configured attempts.
-#[tokio::test]
-async fn a_black_hole_ends_each_attempt_at_the_attempt_timeout() {
+/// A load from a black hole (connections accepted, never answered) with these
+/// attempt and call timeouts: the error and how many attempts were sent.
+async fn black_hole_load(secret_id: &str, attempt: Duration, call: Duration) -> (String, usize) {
     let (url, holder) = black_hole().await;
-    let (store, recorder) = store_with_timeouts(
-        &url,
-        "jwkd-test/hole",
-        Duration::from_millis(100),
-        Duration::from_secs(25),
-    );
+    let (store, recorder) = store_with_timeouts(&url, secret_id, attempt, call);
     let err = failed_load(&store).await;
     holder.abort();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Unavailable { .. }), "{text}");
+    (text, recorder.of("GetSecretValue").len())
+}
+
+/// A black hole: each attempt ends at the attempt timeout and is retried, up
+/// to the configured attempts.
+#[tokio::test]
+async fn a_black_hole_ends_each_attempt_at_the_attempt_timeout() {
+    let (text, attempts) = black_hole_load(
+        "jwkd-test/hole",
+        Duration::from_millis(100),
+        Duration::from_secs(25),
+    )
+    .await;
     assert_eq!(
         text,
         "keyset store aws-secrets-manager secret jwkd-test/hole in us-east-1 is unavailable: \
          cannot read the secret: request has timed out: \
          operation attempt timeout (single attempt) occurred after 100ms"
     );
-    assert_eq!(
-        recorder.of("GetSecretValue").len(),
-        MAX_ATTEMPTS as usize,
-        "{text}"
-    );
+    assert_eq!(attempts, MAX_ATTEMPTS as usize, "{text}");
 }
 
 /// A black hole with attempts longer than the call's deadline: the deadline
 /// ends the call, in its first attempt.
 #[tokio::test]
 async fn a_black_hole_ends_the_call_at_the_operation_timeout() {
-    let (url, holder) = black_hole().await;
-    let (store, recorder) = store_with_timeouts(
-        &url,
+    let (text, attempts) = black_hole_load(
         "jwkd-test/hole-deadline",
         Duration::from_secs(20),
         Duration::from_millis(200),
-    );
-    let err = failed_load(&store).await;
-    holder.abort();
-    let text = err.to_string();
-    assert!(matches!(err, StoreError::Unavailable { .. }), "{text}");
+    )
+    .await;
     assert_eq!(
         text,
         "keyset store aws-secrets-manager secret jwkd-test/hole-deadline in us-east-1 is \
          unavailable: cannot read the secret: request has timed out: \
          operation timeout (all attempts including retries) occurred after 200ms"
     );
-    assert_eq!(recorder.of("GetSecretValue").len(), 1, "{text}");
+    assert_eq!(attempts, 1, "{text}");
 }
 
 /// A listener that accepts connections and never answers: its URL, and the
