@@ -25,6 +25,14 @@ use chrono::{DateTime, Duration, Utc};
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     /// The current time.
     fn now(&self) -> DateTime<Utc>;
+
+    /// Whether this clock moves by itself, so that a timer of the runtime
+    /// stands for its passing time. True for the wall clock. A [`ManualClock`]
+    /// moves only when told to: whoever moves it wakes whoever waits for it
+    /// (the rotator sleeps on no timer then, see `rotator::Event::Wake`).
+    fn runs_by_itself(&self) -> bool {
+        true
+    }
 }
 
 /// The system's real-time clock.
@@ -34,6 +42,65 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+}
+
+/// A clock that moves only when told to: the clock for tests and simulations.
+///
+/// It stands still between calls to [`ManualClock::set`] and
+/// [`ManualClock::advance`], so what a daemon on it decides and serves is a
+/// function of the times a test chose, never of how fast the machine is. It
+/// has no timers ([`Clock::runs_by_itself`] is false): after moving it, tell
+/// whatever waits on time, as [`crate::daemon::Daemon::wake`] tells the rotator.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: std::sync::Mutex<DateTime<Utc>>,
+}
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn new(start: DateTime<Utc>) -> ManualClock {
+        ManualClock {
+            now: std::sync::Mutex::new(start),
+        }
+    }
+
+    /// Sets the time to `at`, forwards or back (a clock step).
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.lock() = at;
+    }
+
+    /// Moves the time forward by `by`; returns the new time.
+    pub fn advance(&self, by: std::time::Duration) -> DateTime<Utc> {
+        let mut now = self.lock();
+        *now = Duration::from_std(by)
+            .ok()
+            .and_then(|by| now.checked_add_signed(by))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        *now
+    }
+
+    /// The time it stands at.
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DateTime<Utc>> {
+        // A time is always whole: a panic elsewhere while holding the lock
+        // cannot leave it half written, so a poisoned lock is still good.
+        self.now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        ManualClock::now(self)
+    }
+
+    fn runs_by_itself(&self) -> bool {
+        false
     }
 }
 

@@ -10,18 +10,14 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::cli::{Cli, Command, IssuerArg};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Backend, Config, ConfigError, Environment};
+use crate::daemon::{ConfiguredStores, Daemon, Listeners};
 use crate::duration::format_duration;
-use crate::http::Api;
-use crate::http::server::{self, Tls};
 use crate::keyset::{self, Keyset};
 use crate::operation::{Operation, Planner, update_store};
-use crate::rotator::{Event, Rotator};
-use crate::state::Shared;
 use crate::store::{self, KeyStore, Snapshot};
 use crate::timeline::{self, Change};
 
@@ -33,20 +29,38 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// # Errors
 /// Whatever the verb failed with; [`ConfigError`] in the chain means exit code 2.
 pub async fn run(cli: Cli, env: &Environment) -> anyhow::Result<()> {
+    // The one wall clock of every verb: validation, decisions and the daemon.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let load = |flag: &Option<std::path::PathBuf>| load_config(env, flag.as_deref(), &*clock);
     match cli.command {
-        Command::Serve(arg) => serve(&load_config(env, arg.config.as_deref())?, env).await,
-        Command::CheckConfig(arg) => {
-            check_config(&load_config(env, arg.config.as_deref())?, &SystemClock).await
-        }
+        Command::Serve(arg) => serve(&load(&arg.config)?, env, Arc::clone(&clock)).await,
+        Command::CheckConfig(arg) => check_config(&load(&arg.config)?, &*clock).await,
         Command::Keys { config, json } => {
-            keys(&load_issuer(env, &config)?, json, &SystemClock).await
+            keys(
+                &load_issuer(&load(&config.config.config)?, &config)?,
+                json,
+                &*clock,
+            )
+            .await
         }
-        Command::Rotate(arg) => change(&load_issuer(env, &arg)?, Operation::Rotate).await,
-        Command::Revoke { kid, config } => {
-            change(&load_issuer(env, &config)?, Operation::Revoke(kid)).await
+        Command::Rotate(arg) => {
+            let config = load_issuer(&load(&arg.config.config)?, &arg)?;
+            change(&config, Operation::Rotate, &*clock).await
         }
-        Command::Repair { config, dry_run } => {
-            repair(&load_issuer(env, &config)?, dry_run, &SystemClock).await
+        Command::Revoke { kid, config: arg } => {
+            let config = load_issuer(&load(&arg.config.config)?, &arg)?;
+            change(&config, Operation::Revoke(kid), &*clock).await
+        }
+        Command::Repair {
+            config: arg,
+            dry_run,
+        } => {
+            repair(
+                &load_issuer(&load(&arg.config.config)?, &arg)?,
+                dry_run,
+                &*clock,
+            )
+            .await
         }
         Command::HashSecret { generate } => hash_secret(generate),
         Command::Verify {
@@ -127,53 +141,41 @@ async fn verify(
     Ok(())
 }
 
-fn load_config(env: &Environment, flag: Option<&Path>) -> Result<Config, ConfigError> {
+fn load_config(
+    env: &Environment,
+    flag: Option<&Path>,
+    clock: &dyn Clock,
+) -> Result<Config, ConfigError> {
     let path = env.resolve_config_path(flag);
-    Config::load(&path)
+    Config::load_at(&path, clock.now())
 }
 
-/// The config of the issuer `--issuer` names (the default one without it).
-fn load_issuer(env: &Environment, arg: &IssuerArg) -> Result<Config, ConfigError> {
-    let config = load_config(env, arg.config.config.as_deref())?;
+/// The issuer of `config` that `--issuer` names (the default one without it).
+fn load_issuer(config: &Config, arg: &IssuerArg) -> Result<Config, ConfigError> {
     let Some(name) = arg.issuer.as_deref() else {
-        return Ok(config);
+        return Ok(config.clone());
     };
     config.issuer_named(name).cloned().map_err(|message| {
         ConfigError::one(&config.file, "", format!("--issuer {name}: {message}"))
     })
 }
 
-/// The config key that names the store.
-fn store_key(config: &Config) -> &'static str {
-    match config.store.backend {
-        Backend::File { .. } => "store.path",
-        Backend::AwsSecretsManager { .. } => "store.secret_id",
-    }
-}
-
 /// Opens the store and reads it: an unreadable store is a config error (§3).
 async fn open_store(config: &Config) -> Result<(Arc<dyn KeyStore>, Snapshot), ConfigError> {
-    let key = store_key(config);
-    let store = store::open(&config.store)
-        .await
-        .map_err(|err| ConfigError::one(&config.file, key, err.to_string()))?;
-    let snapshot = store.load().await.map_err(|err| {
-        let mut message = err.to_string();
-        if matches!(err, store::StoreError::Corrupt { .. }) {
-            message
-                .push_str("; `jwkd repair --dry-run` shows what a repair would change, if it can");
-        }
-        ConfigError::one(&config.file, key, message)
-    })?;
-    Ok((store, snapshot))
+    let opened = crate::daemon::open_store(config).await?;
+    Ok((opened.store, opened.snapshot))
 }
 
 /// `jwkd repair`: rewrites only what makes the stored document fail to load,
 /// after keeping the document as it was.
 async fn repair(config: &Config, dry_run: bool, clock: &dyn Clock) -> anyhow::Result<()> {
-    let store = store::open(&config.store)
-        .await
-        .map_err(|err| ConfigError::one(&config.file, store_key(config), err.to_string()))?;
+    let store = store::open(&config.store).await.map_err(|err| {
+        ConfigError::one(
+            &config.file,
+            &crate::daemon::store_key(config),
+            err.to_string(),
+        )
+    })?;
     let location = store.location();
     let Some(document) = store.load_raw().await? else {
         println!("{location}: no keyset stored yet: nothing to repair");
@@ -208,66 +210,20 @@ async fn repair(config: &Config, dry_run: bool, clock: &dyn Clock) -> anyhow::Re
     Ok(())
 }
 
-async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
-    let (store, snapshot) = open_store(config).await?;
-    let tls = match (&config.server.tls_cert, &config.server.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(Arc::new(Tls::load(cert, key).map_err(|err| {
-                ConfigError::one(&config.file, "server.tls_cert", err)
-            })?))
-        }
-        _ => None,
-    };
-    let listener = bind(config.server.listen).await?;
-    let private_listener = match config.server.private_listen {
-        Some(address) => Some(bind(address).await?),
-        None => None,
-    };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let shared = Arc::new(
-        Shared::with_clock(config.clone(), Arc::clone(&clock)).map_err(anyhow::Error::msg)?,
-    );
-    let mut rotator = Rotator::new(Arc::clone(&store), Arc::clone(&clock), Arc::clone(&shared));
-    rotator.set_watchdog(crate::runtime::Watchdog::systemd(env.watchdog));
-    rotator.prime(snapshot, clock.now());
-    // The first pass makes the first keys if needed, so the JWKS is there when we say ready.
-    let first_sleep = rotator.tick().await;
-    let status = rotator.status_line(clock.now());
-
+async fn serve(config: &Config, env: &Environment, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(config).await?;
     let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let (events, events_rx) = mpsc::channel::<Event>(16);
+    let daemon = Daemon::start(
+        config.clone(),
+        Arc::new(ConfiguredStores),
+        Arc::clone(&clock),
+        listeners,
+        crate::runtime::Watchdog::systemd(env.watchdog),
+        shutdown.clone(),
+    )
+    .await?;
     let (reload, reload_rx) = mpsc::channel::<()>(1);
-    let api = Api::new(Arc::clone(&shared), events.clone());
-    let api = Arc::new(crate::http::Issuers::new(
-        Arc::clone(&shared.common),
-        vec![api],
-    ));
-    let with_credentials = config.server.may_serve_credentials();
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let mut addresses = vec![format!("{scheme}://{}", listener.local_addr()?)];
-    tracker.spawn(server::serve(
-        listener,
-        tls.clone(),
-        crate::http::public_routes(&api, private_listener.is_some(), with_credentials),
-        config.server.limits,
-        shutdown.clone().cancelled_owned(),
-    ));
-    if let Some(private_listener) = private_listener {
-        addresses.push(format!(
-            "{scheme}://{} (issuer and admin)",
-            private_listener.local_addr()?
-        ));
-        tracker.spawn(server::serve(
-            private_listener,
-            tls.clone(),
-            crate::http::private_routes(&api),
-            config.server.limits,
-            shutdown.clone().cancelled_owned(),
-        ));
-    }
-    tracker.spawn(rotator.run_loop_after(first_sleep, events_rx, shutdown.clone()));
-    tracker.spawn({
+    let signals = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
             if let Err(err) = crate::runtime::signals(shutdown.clone(), reload).await {
@@ -276,23 +232,21 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
             }
         }
     });
-    tracker.spawn(reload_on_signal(
-        config.file.clone(),
-        Arc::clone(&shared),
-        tls,
-        events,
-        reload_rx,
-        shutdown.clone(),
-    ));
-    tracker.close();
 
-    tracing::info!("{}", startup_line(config, store.as_ref(), &addresses));
+    tracing::info!(
+        "{}",
+        startup_line(config, &daemon.locations().await, &daemon.addresses())
+    );
     // Keyset loaded and published, listeners bound: systemd may start what depends on us.
-    crate::runtime::notify_ready(&status);
+    crate::runtime::notify_ready(daemon.status());
 
-    shutdown.cancelled().await;
+    reload_on_signal(&daemon, &config.file, &*clock, reload_rx, &shutdown).await;
     crate::runtime::notify_stopping();
-    if tokio::time::timeout(SHUTDOWN_DEADLINE, tracker.wait())
+    let stopped = async {
+        daemon.join().await;
+        let _ = signals.await;
+    };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
         .await
         .is_err()
     {
@@ -305,43 +259,57 @@ async fn serve(config: &Config, env: &Environment) -> anyhow::Result<()> {
 /// on which store and keys, and every address it actually listens on (the real
 /// port where the config says `:0`). The addresses come last, each followed by
 /// a space or the end of the line, so scripts can cut them out.
-fn startup_line(config: &Config, store: &dyn KeyStore, addresses: &[String]) -> String {
-    let store = match config.store.backend {
-        Backend::File { .. } => format!("file {}", store.location()),
-        Backend::AwsSecretsManager { .. } => store.location(),
+fn startup_line(config: &Config, locations: &[(String, String)], addresses: &[String]) -> String {
+    let location = |issuer: &Config, location: &str| match issuer.store.backend {
+        Backend::File { .. } => format!("file {location}"),
+        Backend::AwsSecretsManager { .. } => location.to_owned(),
     };
-    let families: Vec<&str> = config
-        .keys
-        .algorithms
-        .iter()
-        .map(|alg| alg.name())
-        .collect();
+    let families = |issuer: &Config| -> String {
+        let names: Vec<&str> = issuer
+            .keys
+            .algorithms
+            .iter()
+            .map(|alg| alg.name())
+            .collect();
+        names.join(", ")
+    };
+    let serving = if config.issuers.is_empty() {
+        let store = locations
+            .first()
+            .map_or(String::new(), |(_, at)| location(config, at));
+        format!("store {store}; key families {}", families(config))
+    } else {
+        let issuers: Vec<String> = config
+            .all_issuers()
+            .zip(locations)
+            .map(|(issuer, (name, at))| {
+                format!(
+                    "{name} (store {}; key families {})",
+                    location(issuer, at),
+                    families(issuer)
+                )
+            })
+            .collect();
+        format!("issuers {}", issuers.join(", "))
+    };
     format!(
-        "jwkd {} ready: config {}; store {store}; key families {}; listening on {}",
+        "jwkd {} ready: config {}; {serving}; listening on {}",
         env!("CARGO_PKG_VERSION"),
         config.file.display(),
-        families.join(", "),
         addresses.join(" and ")
     )
 }
 
-async fn bind(address: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))
-}
-
-/// On each SIGHUP: re-read the config file; if it is valid, hand it to the
-/// rotator (clients, schedule, keyset re-read) and reload the TLS certificate;
+/// On each SIGHUP, until `shutdown`: re-read the config file; if it is valid,
+/// hand it to the daemon (clients, schedule, keyset re-read, TLS certificate);
 /// if not, log why and keep running on the old one. Connections stay open
 /// either way. systemd hears `RELOADING=1` at the start and `READY=1` at the end.
 async fn reload_on_signal(
-    config_file: std::path::PathBuf,
-    shared: Arc<Shared>,
-    tls: Option<Arc<Tls>>,
-    events: mpsc::Sender<Event>,
+    daemon: &Daemon,
+    config_file: &Path,
+    clock: &dyn Clock,
     mut reload: mpsc::Receiver<()>,
-    shutdown: CancellationToken,
+    shutdown: &CancellationToken,
 ) {
     loop {
         tokio::select! {
@@ -349,7 +317,7 @@ async fn reload_on_signal(
             Some(()) = reload.recv() => {
                 crate::runtime::notify_reloading();
                 tracing::info!("SIGHUP: re-reading {}", config_file.display());
-                let config = match Config::load(&config_file) {
+                let config = match Config::load_at(config_file, clock.now()) {
                     Ok(config) => config,
                     Err(err) => {
                         for problem in err.lines() {
@@ -359,53 +327,13 @@ async fn reload_on_signal(
                         continue;
                     }
                 };
-                warn_restart_needed(&shared.config.load(), &config);
-                if let Some(tls) = &tls
-                    && let Err(err) = tls.reload()
-                {
-                    tracing::error!("TLS certificate not reloaded, keeping the old one: {err}");
+                match daemon.reload(config).await {
+                    Some(status) => crate::runtime::notify_reloaded(Some(&status)),
+                    None if shutdown.is_cancelled() => break,
+                    None => crate::runtime::notify_reloaded(None),
                 }
-                let (done, done_rx) = tokio::sync::oneshot::channel();
-                if events.send(Event::Reload(Box::new(config), done)).await.is_err() {
-                    break;
-                }
-                let status = tokio::select! {
-                    reply = done_rx => reply.ok(),
-                    () = shutdown.cancelled() => break,
-                };
-                crate::runtime::notify_reloaded(status.as_deref());
             }
         }
-    }
-}
-
-/// Settings a reload cannot apply to a running daemon: the listeners, TLS on or
-/// off, and the store. Says so, so that nobody believes they changed.
-fn warn_restart_needed(running: &Config, new: &Config) {
-    let mut keys = Vec::new();
-    if new.server.listen != running.server.listen {
-        keys.push("server.listen");
-    }
-    if new.server.private_listen != running.server.private_listen {
-        keys.push("server.private_listen");
-    }
-    if new.server.tls_cert != running.server.tls_cert
-        || new.server.tls_key != running.server.tls_key
-    {
-        keys.push("server.tls_cert/tls_key");
-    }
-    if new.server.allow_plain_http != running.server.allow_plain_http {
-        keys.push("server.allow_plain_http");
-    }
-    if new.store.backend != running.store.backend {
-        keys.push("store");
-    }
-    if !keys.is_empty() {
-        tracing::warn!(
-            "{} changed in {}: a reload does not apply this; restart jwkd to use it",
-            keys.join(", "),
-            new.file.display()
-        );
     }
 }
 
@@ -533,21 +461,15 @@ async fn keys(config: &Config, json: bool, clock: &dyn Clock) -> anyhow::Result<
     Ok(())
 }
 
-async fn change(config: &Config, operation: Operation) -> anyhow::Result<()> {
+async fn change(config: &Config, operation: Operation, clock: &dyn Clock) -> anyhow::Result<()> {
     let (store, snapshot) = open_store(config).await?;
     let planner = Planner::new(config);
-    let (_, changes) = update_store(
-        store.as_ref(),
-        &planner,
-        &SystemClock,
-        &operation,
-        Some(snapshot),
-    )
-    .await
-    .with_context(|| match &operation {
-        Operation::Revoke(kid) => format!("cannot revoke {kid}"),
-        _ => "cannot rotate".to_owned(),
-    })?;
+    let (_, changes) = update_store(store.as_ref(), &planner, clock, &operation, Some(snapshot))
+        .await
+        .with_context(|| match &operation {
+            Operation::Revoke(kid) => format!("cannot revoke {kid}"),
+            _ => "cannot rotate".to_owned(),
+        })?;
     for change in &changes {
         println!("{change}");
     }

@@ -6,9 +6,11 @@
 //!
 //! # Layout
 //! - [`cli`], [`commands`]: the verbs of the command line.
+//! - [`daemon`]: what `serve` runs, wired once: listeners, rotator, reload;
+//!   the integration tests run it in process on a manual clock.
 //! - [`config`]: the config file, validated in one pass.
 //! - [`duration`]: durations as the config writes them (`1h30m`).
-//! - [`clock`]: the wall clock behind a trait.
+//! - [`clock`]: the wall clock behind a trait, and a manual clock for tests.
 //! - [`keys`]: key generation, JWK thumbprints, x5c certificates.
 //! - [`keyset`]: the keyset and its stored document.
 //! - [`schedule`]: cron expressions and their fire times.
@@ -36,6 +38,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod generator;
 pub mod http;

@@ -16,33 +16,44 @@ use crate::clock::ClockView;
 use crate::keyset::Keyset;
 use crate::timeline::{self, KeyState};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IssuerLabel {
-    issuer: String,
+/// The `issuer` label of an issuer's series: none for the default issuer (so
+/// a daemon with one issuer exports the series it always did), `issuer="NAME"`
+/// for an `[[issuers]]` entry; none either for the daemon's own endpoints.
+type IssuerLabel = Vec<(&'static str, String)>;
+
+fn issuer_label(issuer: &str) -> IssuerLabel {
+    if issuer.is_empty() || issuer == crate::config::DEFAULT_ISSUER {
+        Vec::new()
+    } else {
+        vec![("issuer", issuer.to_owned())]
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
-    issuer: String,
+    #[prometheus(flatten)]
+    issuer: IssuerLabel,
     state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AlgLabel {
-    issuer: String,
+    #[prometheus(flatten)]
+    issuer: IssuerLabel,
     alg: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    /// Empty (no label) for the daemon's own endpoints.
-    issuer: String,
+    #[prometheus(flatten)]
+    issuer: IssuerLabel,
     route: &'static str,
     status: u16,
 }
 
-/// Every metric jwkd exports, each series with an `issuer` label. One per
-/// daemon; each issuer counts through its own [`IssuerMetrics`].
+/// Every metric jwkd exports; an `[[issuers]]` entry's series carry its
+/// `issuer` label. One per daemon; each issuer counts through its own
+/// [`IssuerMetrics`].
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -163,9 +174,7 @@ impl Metrics {
 
     /// The counters of the issuer named `issuer`; its series exist (at 0) from now on.
     pub fn for_issuer(&self, issuer: &str) -> IssuerMetrics {
-        let label = IssuerLabel {
-            issuer: issuer.to_owned(),
-        };
+        let label = issuer_label(issuer);
         let counter = |family: &Family<IssuerLabel, Counter>| family.get_or_create(&label).clone();
         IssuerMetrics {
             rotations: counter(&self.rotations),
@@ -180,7 +189,7 @@ impl Metrics {
     pub fn http_request(&self, issuer: &str, route: &'static str, status: u16) {
         self.http_requests
             .get_or_create(&RequestLabels {
-                issuer: issuer.to_owned(),
+                issuer: issuer_label(issuer),
                 route,
                 status,
             })
@@ -191,9 +200,7 @@ impl Metrics {
     /// computed at `now`.
     pub fn render_at(&self, issuers: &[IssuerGauges<'_>], now: DateTime<Utc>) -> String {
         for gauges in issuers {
-            let label = IssuerLabel {
-                issuer: gauges.issuer.to_owned(),
-            };
+            let label = issuer_label(gauges.issuer);
             if let Some(offset) = gauges.clock.evidence.store_offset {
                 self.clock_offset
                     .get_or_create(&label)
@@ -218,7 +225,7 @@ impl Metrics {
                     .count();
                 self.keys
                     .get_or_create(&StateLabel {
-                        issuer: label.issuer.clone(),
+                        issuer: label.clone(),
                         state: state.name(),
                     })
                     .set(i64::try_from(count).unwrap_or(i64::MAX));
@@ -228,7 +235,7 @@ impl Metrics {
                     let age = (now - key.activates_at).num_milliseconds() as f64 / 1000.0;
                     self.current_key_age
                         .get_or_create(&AlgLabel {
-                            issuer: label.issuer.clone(),
+                            issuer: label.clone(),
                             alg: alg.name(),
                         })
                         .set(age);
@@ -277,17 +284,19 @@ mod tests {
             now,
         );
         for series in [
-            "jwkd_keys{issuer=\"default\",state=\"current\"} 1",
-            "jwkd_keys{issuer=\"billing\",state=\"current\"} 0",
-            "jwkd_rotations_total{issuer=\"default\"} 0",
-            "jwkd_rotations_total{issuer=\"billing\"} 2",
-            "jwkd_rotation_failures_total{issuer=\"billing\"} 0",
-            "jwkd_store_errors_total{issuer=\"default\"} 0",
-            "jwkd_tokens_issued_total{issuer=\"default\"} 1",
-            "jwkd_http_requests_total{issuer=\"\",route=\"/healthz\",status=\"200\"} 1",
-            "jwkd_http_requests_total{issuer=\"billing\",route=\"/.well-known/jwks.json\",status=\"200\"} 1",
-            "jwkd_current_key_age_seconds{issuer=\"default\",alg=\"ES256\"} 6",
-            "jwkd_clock_skew_exceeded{issuer=\"billing\"} 0",
+            // The default issuer's series are the ones a one-issuer daemon always exported.
+            "\njwkd_keys{state=\"current\"} 1",
+            "\njwkd_keys{issuer=\"billing\",state=\"current\"} 0",
+            "\njwkd_rotations_total 0",
+            "\njwkd_rotations_total{issuer=\"billing\"} 2",
+            "\njwkd_rotation_failures_total{issuer=\"billing\"} 0",
+            "\njwkd_store_errors_total 0",
+            "\njwkd_tokens_issued_total 1",
+            "\njwkd_http_requests_total{route=\"/healthz\",status=\"200\"} 1",
+            "\njwkd_http_requests_total{issuer=\"billing\",route=\"/.well-known/jwks.json\",status=\"200\"} 1",
+            "\njwkd_current_key_age_seconds{alg=\"ES256\"} 6",
+            "\njwkd_clock_skew_exceeded 0",
+            "\njwkd_clock_skew_exceeded{issuer=\"billing\"} 0",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }

@@ -43,6 +43,9 @@ pub enum Event {
     /// status line, comes once the keyset has been re-read and published (or the
     /// config refused).
     Reload(Box<Config>, oneshot::Sender<String>),
+    /// Re-derive everything now: the clock moved (a [`crate::clock::ManualClock`]
+    /// has no timers). The reply comes once that pass is done and published.
+    Wake(oneshot::Sender<()>),
 }
 
 /// The rotation task's state.
@@ -428,6 +431,8 @@ impl Rotator {
                 tracing::info!("configuration reloaded");
                 let _ = done.send(self.status_line(self.clock.now()));
             }
+            // The pass after every event is the wake: the loop replies after it.
+            Event::Wake(_) => {}
         }
     }
 
@@ -471,6 +476,9 @@ impl Rotator {
     ///
     /// The watchdog is pinged here, between passes, and nowhere else: a pass that
     /// hangs (a store call that never returns, a deadlock) stops the pings.
+    ///
+    /// On a clock that does not run by itself ([`Clock::runs_by_itself`]) no
+    /// timer wakes the loop: only events do, [`Event::Wake`] after each move.
     pub async fn run_loop_after(
         mut self,
         first_sleep: Duration,
@@ -484,11 +492,16 @@ impl Rotator {
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             (watchdog, interval)
         });
+        let timed = self.clock.runs_by_itself();
         loop {
+            let mut woken = None;
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep_until(wake_at) => {}
-                Some(event) = events.recv() => self.handle(event).await,
+                () = tokio::time::sleep_until(wake_at), if timed => {}
+                Some(event) = events.recv() => match event {
+                    Event::Wake(done) => woken = Some(done),
+                    event => self.handle(event).await,
+                },
                 () = ping_due(&mut watchdog) => {
                     if let Some((watchdog, _)) = &watchdog {
                         watchdog.ping();
@@ -498,6 +511,9 @@ impl Rotator {
             }
             wake_at = tokio::time::Instant::now() + self.tick().await;
             self.report_status();
+            if let Some(done) = woken {
+                let _ = done.send(());
+            }
         }
         tracing::debug!("rotator stopped");
     }
@@ -561,366 +577,6 @@ fn jitter(delay: Duration) -> Duration {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::Ordering;
-
-    use super::*;
-    use crate::clock::SystemClock;
-    use crate::keys::Algorithm;
-    use crate::store::memory::MemoryStore;
-
-    fn config() -> Config {
-        Config::parse(
-            r#"
-            [keys]
-            algorithms = ["ES256", "EdDSA"]
-            rotation_schedule = "*/2 * * * * *"
-            jwks_max_age = "1s"
-            clock_skew = "0s"
-            max_token_lifetime = "2s"
-            [store]
-            refresh_interval = "500ms"
-            "#,
-            std::path::Path::new("/tmp/jwkd-test.toml"),
-        )
-        .unwrap()
-    }
-
-    #[tokio::test]
-    async fn nothing_is_published_that_was_not_stored() {
-        let store = Arc::new(MemoryStore::default());
-        let shared = Arc::new(Shared::new(config()).unwrap());
-        let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
-
-        store.unavailable.store(true, Ordering::SeqCst);
-        rotator.tick().await;
-        assert!(
-            shared.view.load().jwks.is_none(),
-            "published without a store"
-        );
-        assert!(shared.readiness_at(Utc::now()).is_err());
-
-        store.unavailable.store(false, Ordering::SeqCst);
-        rotator.tick().await;
-        let view = shared.view.load_full();
-        let stored = store.load().await.unwrap().keyset;
-        assert_eq!(*view.keyset, stored);
-        assert_eq!(stored.keys.len(), 4, "current and next for two families");
-        shared.readiness_at(Utc::now()).unwrap();
-
-        // With the store down, the daemon keeps serving what it had and makes nothing new.
-        store.unavailable.store(true, Ordering::SeqCst);
-        let writes = store.writes.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(2100)).await;
-        rotator.tick().await;
-        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
-        let after = shared.view.load_full();
-        for key in &after.keyset.keys {
-            assert!(
-                stored.get(&key.kid).is_some(),
-                "{} published but never stored",
-                key.kid
-            );
-        }
-        assert!(after.jwks.is_some());
-        // Not ready: the rotation came due with no successor stored, and the store is down.
-        let reason = shared.readiness_at(Utc::now()).unwrap_err();
-        assert!(
-            reason.contains("store") || reason.contains("no next key"),
-            "{reason}"
-        );
-        assert!(shared.store_status.load().last_error.is_some());
-    }
-
-    #[tokio::test]
-    async fn a_corrupt_store_is_reported_and_left_alone() {
-        let store = Arc::new(MemoryStore::default());
-        store.put_raw(b"{\"format\": 1, \"keys\": [".to_vec());
-        let shared = Arc::new(Shared::new(config()).unwrap());
-        let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
-        rotator.tick().await;
-        assert_eq!(store.writes.load(Ordering::SeqCst), 0);
-        let reason = shared.readiness_at(Utc::now()).unwrap_err();
-        assert!(reason.contains("no keyset loaded"), "{reason}");
-        let status = shared.store_status.load();
-        assert!(
-            status
-                .last_error
-                .as_deref()
-                .unwrap_or("")
-                .contains("corrupt"),
-            "{status:?}"
-        );
-    }
-
-    /// A clock the test sets.
-    #[derive(Debug)]
-    struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
-
-    impl Clock for ManualClock {
-        fn now(&self) -> DateTime<Utc> {
-            *self.0.lock().unwrap()
-        }
-    }
-
-    impl ManualClock {
-        fn set(&self, at: DateTime<Utc>) {
-            *self.0.lock().unwrap() = at;
-        }
-    }
-
-    #[tokio::test]
-    async fn beyond_the_skew_nothing_is_written_the_reason_is_served_and_writes_resume() {
-        let (store, clock, shared, mut rotator, start) = manual_rotator("clock_skew = \"1m\"");
-        rotator.tick().await;
-        let stored = store.load().await.unwrap().keyset;
-        assert_eq!(stored.keys.len(), 2);
-        shared.readiness_at(start).unwrap();
-
-        // The clock steps back a day: the next pass writes nothing, even though the
-        // keyset would need a write by that clock (its keys lie in the "future").
-        let stepped_back = start - chrono::Duration::days(1);
-        clock.set(stepped_back);
-        let writes = store.writes.load(Ordering::SeqCst);
-        rotator.last_refresh = None;
-        rotator.tick().await;
-        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
-        let reason = shared.readiness_at(stepped_back).unwrap_err();
-        assert!(
-            reason.starts_with(
-                "this host's clock is 1d behind the newest time written into the stored keyset"
-            ),
-            "{reason}"
-        );
-        let view = shared.view.load_full();
-        assert!(view.clock.skew.is_some());
-        // What is served is the keyset as of the document, not as of the wrong clock.
-        assert_eq!(
-            view.current_signer_at(Algorithm::Es256, stepped_back)
-                .map(|signer| signer.kid().to_owned()),
-            timeline::current_at(&stored, Algorithm::Es256, start).map(|key| key.kid.clone())
-        );
-        let gauges = crate::metrics::IssuerGauges {
-            issuer: "default",
-            keyset: &view.keyset,
-            families: &[Algorithm::Es256],
-            clock: &view.clock,
-        };
-        let metrics = shared.common.metrics.render_at(&[gauges], stepped_back);
-        assert!(
-            metrics.contains("jwkd_clock_skew_exceeded{issuer=\"default\"} 1"),
-            "{metrics}"
-        );
-        let refused = rotator.run(&Operation::Rotate).await.unwrap_err();
-        assert!(matches!(refused, OperationError::Clock(_)), "{refused}");
-        assert_eq!(store.writes.load(Ordering::SeqCst), writes);
-
-        // The store's clock says ours runs three days ahead: the same.
-        clock.set(start + chrono::Duration::days(3));
-        // The store stamps its answers with `start`: ours reads three days later.
-        *store.store_stamp.lock().unwrap() = Some(crate::clock::StoreStamp::after(
-            std::time::Instant::now(),
-            start,
-            chrono::Duration::milliseconds(1),
-        ));
-        rotator.last_refresh = None;
-        rotator.tick().await;
-        assert_eq!(
-            store.writes.load(Ordering::SeqCst),
-            writes,
-            "pruned on a fast clock"
-        );
-        let reason = shared
-            .readiness_at(start + chrono::Duration::days(3))
-            .unwrap_err();
-        assert!(
-            reason.contains("3d ahead of the clock of the store memory"),
-            "{reason}"
-        );
-
-        // Set right again: the next pass resumes by itself.
-        clock.set(start + chrono::Duration::seconds(2));
-        *store.store_stamp.lock().unwrap() = None;
-        rotator.last_refresh = None;
-        rotator.tick().await;
-        shared
-            .readiness_at(start + chrono::Duration::seconds(2))
-            .unwrap();
-        assert!(shared.view.load().clock.skew.is_none());
-        rotator.run(&Operation::Rotate).await.unwrap();
-    }
-
-    /// Log lines written while the returned guard lives (this thread only:
-    /// `#[tokio::test]` runs the rotator on it).
-    fn capture_logs() -> (crate::logging::LogBuffer, tracing::subscriber::DefaultGuard) {
-        let logs = crate::logging::LogBuffer::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    /// A rotator on a memory store and a manual clock set to now, with a
-    /// daily rotation and `[keys]`/`[store]` lines added to that config.
-    fn manual_rotator(
-        keys: &str,
-    ) -> (
-        Arc<MemoryStore>,
-        Arc<ManualClock>,
-        Arc<Shared>,
-        Rotator,
-        DateTime<Utc>,
-    ) {
-        let store = Arc::new(MemoryStore::default());
-        let config = Config::parse(
-            &format!(
-                "[keys]\nrotation_schedule = \"0 3 * * *\"\n{keys}\n[store]\nrefresh_interval = \"1s\"\n"
-            ),
-            std::path::Path::new("/tmp/jwkd-test.toml"),
-        )
-        .unwrap();
-        let shared = Arc::new(Shared::new(config).unwrap());
-        let start = Utc::now();
-        let clock = Arc::new(ManualClock(std::sync::Mutex::new(start)));
-        let rotator = Rotator::new(store.clone(), clock.clone(), shared.clone());
-        (store, clock, shared, rotator, start)
-    }
-
-    #[tokio::test]
-    async fn a_recovered_store_is_logged_once_with_the_outage() {
-        let (store, clock, _shared, mut rotator, start) = manual_rotator("");
-        let (logs, _guard) = capture_logs();
-        let text = || logs.text();
-        rotator.tick().await;
-
-        // Three failed reads, the first at +1s, then the store answers at +13.3s.
-        store.unavailable.store(true, Ordering::SeqCst);
-        for at_ms in [1000, 5000, 10_000] {
-            clock.set(start + chrono::Duration::milliseconds(at_ms));
-            rotator.tick().await;
-        }
-        assert!(!text().contains("reachable again"), "{}", text());
-        store.unavailable.store(false, Ordering::SeqCst);
-        clock.set(start + chrono::Duration::milliseconds(13_300));
-        rotator.tick().await;
-        // Healthy passes after it say nothing more.
-        for at_ms in [14_400, 15_500] {
-            clock.set(start + chrono::Duration::milliseconds(at_ms));
-            rotator.tick().await;
-        }
-        let text = text();
-        let recovered: Vec<&str> = text
-            .lines()
-            .filter(|line| line.contains("reachable again"))
-            .collect();
-        assert_eq!(recovered.len(), 1, "{text}");
-        assert!(
-            recovered[0].contains(
-                " INFO jwkd::rotator: keyset store memory is reachable again after 3 failed attempts over 12.3s"
-            ),
-            "{text}"
-        );
-
-        // A single failure is counted as one.
-        store.unavailable.store(true, Ordering::SeqCst);
-        clock.set(start + chrono::Duration::seconds(17));
-        rotator.tick().await;
-        store.unavailable.store(false, Ordering::SeqCst);
-        clock.set(start + chrono::Duration::seconds(90));
-        rotator.tick().await;
-        let text = logs.text();
-        assert!(
-            text.contains("is reachable again after 1 failed attempt over 1m13s"),
-            "{text}"
-        );
-    }
-
-    /// A store whose reads never return while `hang` is set.
-    struct HangingStore {
-        inner: MemoryStore,
-        hang: std::sync::atomic::AtomicBool,
-    }
-
-    #[async_trait::async_trait]
-    impl KeyStore for HangingStore {
-        fn location(&self) -> String {
-            "hanging".to_owned()
-        }
-
-        async fn load(&self) -> Result<Snapshot, StoreError> {
-            if self.hang.load(Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            self.inner.load().await
-        }
-
-        async fn compare_and_swap(
-            &self,
-            base: Option<&crate::store::Version>,
-            keyset: &Keyset,
-        ) -> Result<crate::store::Version, StoreError> {
-            self.inner.compare_and_swap(base, keyset).await
-        }
-
-        async fn load_raw(&self) -> Result<Option<crate::store::RawDocument>, StoreError> {
-            self.inner.load_raw().await
-        }
-
-        async fn back_up(
-            &self,
-            document: &crate::store::RawDocument,
-            at: DateTime<Utc>,
-        ) -> Result<String, StoreError> {
-            self.inner.back_up(document, at).await
-        }
-    }
-
-    #[tokio::test]
-    async fn a_stuck_rotator_stops_the_watchdog_pings() {
-        let store = Arc::new(HangingStore {
-            inner: MemoryStore::default(),
-            hang: false.into(),
-        });
-        let shared = Arc::new(Shared::new(config()).unwrap());
-        let mut rotator = Rotator::new(store.clone(), Arc::new(SystemClock), shared.clone());
-        let pings = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        rotator.set_watchdog(Some(Watchdog::new(Duration::from_millis(20), {
-            let pings = Arc::clone(&pings);
-            move || {
-                pings.fetch_add(1, Ordering::SeqCst);
-            }
-        })));
-        let first_sleep = rotator.tick().await;
-        assert!(
-            rotator
-                .status_line(Utc::now())
-                .starts_with("serving; ES256 current "),
-            "{}",
-            rotator.status_line(Utc::now())
-        );
-        let (_events, events_rx) = mpsc::channel(1);
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(rotator.run_loop_after(first_sleep, events_rx, shutdown.clone()));
-
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let healthy = pings.load(Ordering::SeqCst);
-        assert!(
-            healthy >= 5,
-            "only {healthy} pings in 300 ms at one per 20 ms"
-        );
-
-        // The next refresh (every second) hangs: the loop never gets back to its pings.
-        store.hang.store(true, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(1300)).await;
-        let stuck = pings.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            pings.load(Ordering::SeqCst),
-            stuck,
-            "pings went on while the rotator was stuck in a store read"
-        );
-        shutdown.cancel();
-        task.abort();
-    }
-}
+mod aws_calls;
+#[cfg(test)]
+mod tests;

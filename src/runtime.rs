@@ -131,6 +131,58 @@ impl Watchdog {
     }
 }
 
+/// One watchdog kept alive by several loops (a rotator per issuer): it is
+/// pinged once every member has pinged since the last time, so any one loop
+/// that is stuck stops the pings.
+#[derive(Clone, Debug)]
+pub struct SharedWatchdog {
+    watchdog: Watchdog,
+    /// Each member, and whether it pinged since the watchdog last was.
+    members: Arc<std::sync::Mutex<std::collections::BTreeMap<String, bool>>>,
+}
+
+impl SharedWatchdog {
+    /// Shares `watchdog` among members yet to join.
+    pub fn new(watchdog: Watchdog) -> SharedWatchdog {
+        SharedWatchdog {
+            watchdog,
+            members: Arc::default(),
+        }
+    }
+
+    /// The watchdog the loop `name` pings, at the shared one's interval.
+    pub fn member(&self, name: &str) -> Watchdog {
+        self.lock().insert(name.to_owned(), false);
+        let shared = self.clone();
+        let name = name.to_owned();
+        Watchdog::new(self.watchdog.every(), move || shared.pinged(&name))
+    }
+
+    /// `name` has stopped: it no longer holds the pings back.
+    pub fn leave(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    fn pinged(&self, name: &str) {
+        let mut members = self.lock();
+        if let Some(pinged) = members.get_mut(name) {
+            *pinged = true;
+        }
+        if members.values().all(|pinged| *pinged) {
+            members.values_mut().for_each(|pinged| *pinged = false);
+            drop(members);
+            self.watchdog.ping();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, bool>> {
+        // A member's ping only flips flags: a poisoned lock holds nothing half-done.
+        self.members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -155,5 +207,32 @@ mod tests {
         watchdog.ping();
         watchdog.clone().ping();
         assert_eq!(count.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_shared_watchdog_is_pinged_once_every_member_has_pinged() {
+        let pings = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&pings);
+        let shared = SharedWatchdog::new(Watchdog::new(Duration::from_secs(1), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }));
+        let default = shared.member("default");
+        let billing = shared.member("billing");
+        assert_eq!(default.every(), Duration::from_secs(1));
+        default.ping();
+        default.ping();
+        assert_eq!(pings.load(Ordering::SeqCst), 0, "billing has not pinged");
+        billing.ping();
+        assert_eq!(pings.load(Ordering::SeqCst), 1);
+        billing.ping();
+        assert_eq!(
+            pings.load(Ordering::SeqCst),
+            1,
+            "default has not pinged again"
+        );
+        // A member that leaves no longer holds the pings back.
+        shared.leave("default");
+        billing.ping();
+        assert_eq!(pings.load(Ordering::SeqCst), 2);
     }
 }

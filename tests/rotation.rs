@@ -1,19 +1,25 @@
 //! CONTRACT §4 and §6 end to end: the real daemon on a 2-second schedule, watched
 //! through its JWKS and `jwkd keys --json`; the JWKS HTTP semantics; the operational
 //! endpoints; and crash safety under repeated `kill -9`.
+//!
+//! The same timeline checks run in process on a manual clock
+//! (`timeline_on_a_manual_clock`), exactly and in a fraction of the time; the JWKS
+//! semantics and the operational endpoints run in process too. The real-time runs
+//! of the binary (`rotation_timeline_*`, `crash_safety_under_kill_9`) are in the
+//! e2e profile.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
 use rand::Rng as _;
 use serde_json::Value;
 
 use crate::util::{
-    self, Daemon, FAST_CONFIG, Key, Response, SLOW_CONFIG, TestDir, check_jwk,
-    check_store_document, hash_secret, jwks_entries, one_current_per_family, published, show_keys,
+    self, Client, Daemon, FAST_CONFIG, InProcess, Key, Response, TestConfig, TestDir, check_jwk,
+    check_store_document, jwks_entries, one_current_per_family, published, show_keys,
     with_algorithms,
 };
 
@@ -600,6 +606,55 @@ fn rotation_timeline_es256_and_eddsa() {
     run_rotation_timeline(&["ES256", "EdDSA"], 5);
 }
 
+/// The timeline of [`run_rotation_timeline`] in process, on a manual clock moved
+/// in 100 ms steps through six rotations: at every step the stored keys, the JWKS
+/// and `/readyz` are read at one known instant, so every check is exact.
+#[test]
+fn timeline_on_a_manual_clock() {
+    let algorithms = ["ES256", "EdDSA"];
+    let daemon = InProcess::start(&with_algorithms(FAST_CONFIG, &algorithms), start());
+    let mut history = History::new(
+        &algorithms,
+        TimeDelta::seconds(3),
+        TimeDelta::milliseconds(1500),
+    );
+    let step = Duration::from_millis(100);
+    let end = start() + TimeDelta::seconds(12);
+    while daemon.now() <= end {
+        let now = daemon.now();
+        let keys = daemon.keys();
+        history.record_keys(&keys, now, now);
+        let response = daemon.get(JWKS);
+        let kids = history.record_jwks(&response, now, now);
+        if let Err(err) = one_current_per_family(&keys, &algorithms) {
+            history.fail(format!("at {now}: {err}\n{}", show_keys(&keys)));
+        }
+        if kids != published(&keys) {
+            history.fail(format!(
+                "at {now}: the JWKS must list exactly the keys in state next/current/retired\n\
+                 JWKS: {kids:?}\npublished: {:?}\n{}",
+                published(&keys),
+                show_keys(&keys)
+            ));
+        }
+        let ready = daemon.get("/readyz");
+        if ready.status != 200 {
+            history.fail(format!("at {now}: not ready\n{ready}"));
+        }
+        daemon.advance(step);
+    }
+    history.check_jwks_log();
+    history.check_lead_in_jwks();
+    // A rotation every 2 s from 12:00:02 to 12:00:12, each family.
+    if history.rotations() != 6 {
+        history.fail(format!(
+            "expected 6 rotations per family in 12 s, saw {}",
+            history.rotations()
+        ));
+    }
+    history.assert_clean(daemon.dir(), &daemon.logs());
+}
+
 /// `Cache-Control` directives by lowercase name, with their values.
 fn cache_control(response: &Response) -> BTreeMap<String, Option<String>> {
     response
@@ -619,24 +674,28 @@ fn http_date(time: DateTime<Utc>) -> String {
     time.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-/// A daemon with the slow schedule (nothing changes while the test runs), an issuer and a client.
-fn slow_daemon_with_issuer() -> (TestDir, Daemon) {
-    let config = format!(
-        "{SLOW_CONFIG}\n[issuer]\nissuer = \"https://issuer.test\"\ntoken_lifetime = \"15m\"\n\n\
-         [[clients]]\nid = \"orders\"\nsecret_hash = {:?}\naudiences = [\"payments\"]\n\
-         scopes = [\"payments:write\"]\nroles = []\n",
-        hash_secret("orders-secret")
-    );
-    let dir = TestDir::new(&config);
-    let daemon = dir.serve();
-    daemon.wait_ready(Duration::from_secs(20));
-    (dir, daemon)
+/// When the in-process daemons below start: a whole second, so Last-Modified is exact.
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap()
+}
+
+/// A daemon in process with the slow schedule (nothing changes while the test runs),
+/// an issuer and a client.
+fn slow_daemon_with_issuer() -> InProcess {
+    let config = TestConfig::slow()
+        .issuer("https://issuer.test")
+        .set("issuer", "token_lifetime", "15m")
+        .client(
+            Client::new("orders", "orders-secret")
+                .audiences(&["payments"])
+                .scopes(&["payments:write"]),
+        );
+    InProcess::start(&config.build(), start())
 }
 
 #[test]
 fn jwks_http_semantics() {
-    let started = Utc::now() - TimeDelta::seconds(2);
-    let (dir, daemon) = slow_daemon_with_issuer();
+    let daemon = slow_daemon_with_issuer();
     let mut failures: Vec<String> = Vec::new();
     let mut check = |ok: bool, what: &str, response: &Response| {
         if !ok {
@@ -647,7 +706,7 @@ fn jwks_http_semantics() {
     let first = daemon.get(JWKS);
     assert_eq!(first.status, 200, "GET {JWKS}\n{first}");
     let kids = util::jwks_kids(&first, true).unwrap_or_else(|err| panic!("{err}\n{first}"));
-    let keys = dir.keys();
+    let keys = daemon.keys();
     assert_eq!(
         kids,
         published(&keys),
@@ -696,10 +755,12 @@ fn jwks_http_semantics() {
     );
     let last_modified = first.header("last-modified").unwrap_or("").to_owned();
     let modified_at = DateTime::parse_from_rfc2822(&last_modified).map(|t| t.with_timezone(&Utc));
-    let now = Utc::now();
     check(
-        modified_at.is_ok_and(|t| t >= started - TimeDelta::seconds(1) && t <= now),
-        &format!("expected Last-Modified (HTTP date) within the test run ({started} .. {now})"),
+        last_modified == http_date(start()),
+        &format!(
+            "expected Last-Modified: {} (the daemon's clock when it published)",
+            http_date(start())
+        ),
         &first,
     );
 
@@ -809,7 +870,7 @@ fn jwks_http_semantics() {
 
 #[test]
 fn operational_endpoints_and_error_bodies() {
-    let (_dir, daemon) = slow_daemon_with_issuer();
+    let daemon = slow_daemon_with_issuer();
 
     let health = daemon.get("/healthz");
     assert_eq!(health.status, 200, "GET /healthz\n{health}");

@@ -2,18 +2,23 @@
 //! never replaced, and changes made beside a running daemon (`rotate`, `revoke`) reach
 //! its JWKS within `store.refresh_interval`. Concurrent `jwkd rotate`s beside a daemon
 //! (one rotation, no lost or extra write) are in `clocks.rs`, on both backends.
+//!
+//! What a running daemon does with the file is tested in process ([`InProcess`] on
+//! the file store, its clock moved by the test); the verbs, their exit codes and the
+//! file's mode on the binary.
 
-use std::collections::BTreeSet;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use chrono::Utc;
 
 use crate::util::{
-    self, Daemon, Key, SLOW_CONFIG, TestDir, jwkd, one_current_per_family, published, run_cmd,
-    show_keys,
+    self, Daemon, InProcess, Key, SLOW_CONFIG, TestDir, jwkd, one_current_per_family, published,
+    run_cmd, show_keys,
 };
 
-/// `SLOW_CONFIG` refreshes every second; allow this much on top for process and I/O latency.
-const REFRESH_DEADLINE: Duration = Duration::from_secs(3);
+/// `SLOW_CONFIG`'s `store.refresh_interval`.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+const MILLISECOND: Duration = Duration::from_millis(1);
 
 /// Starts the daemon on an empty store, waits until it is ready, kills it: a valid store.
 fn initialized(config: &str) -> TestDir {
@@ -27,22 +32,6 @@ fn initialized(config: &str) -> TestDir {
         dir.store_path().display()
     );
     dir
-}
-
-/// Polls the daemon's JWKS until it equals `expected`.
-fn wait_for_jwks(
-    daemon: &Daemon,
-    expected: &BTreeSet<String>,
-    timeout: Duration,
-) -> Result<(), String> {
-    util::poll(timeout, || {
-        let kids = daemon.jwks_kids(true);
-        if &kids == expected {
-            Ok(())
-        } else {
-            Err(format!("expected JWKS kids {expected:?}\ngot {kids:?}"))
-        }
-    })
 }
 
 #[test]
@@ -140,9 +129,8 @@ fn damaged_store_is_an_error_naming_the_file_and_is_left_untouched() {
 
 #[test]
 fn damaged_store_under_a_running_daemon_is_reported_and_never_replaced() {
-    let dir = TestDir::new(SLOW_CONFIG);
-    let daemon = dir.serve();
-    daemon.wait_ready(Duration::from_secs(20));
+    let daemon = InProcess::start_on_file(SLOW_CONFIG, Utc::now());
+    let dir = daemon.dir();
     let served = daemon.jwks_kids(true);
     let good = dir.read_store().expect("the daemon wrote its store");
 
@@ -155,17 +143,16 @@ fn damaged_store_under_a_running_daemon_is_reported_and_never_replaced() {
     };
     replace(garbage);
 
-    let not_ready = util::poll(Duration::from_secs(5), || {
-        let response = daemon.get("/readyz");
-        if response.status == 503 {
-            Ok(response)
-        } else {
-            Err(response.to_string())
-        }
-    });
-    let not_ready = not_ready.unwrap_or_else(|last| {
-        panic!("expected /readyz to answer 503 once the store cannot be read; last answer:\n{last}")
-    });
+    // The daemon reads the store once per refresh interval: it finds out at the
+    // end of this one.
+    daemon.advance(REFRESH_INTERVAL - MILLISECOND);
+    assert_eq!(
+        daemon.get("/readyz").status,
+        200,
+        "the store was read early"
+    );
+    daemon.advance(MILLISECOND);
+    let not_ready = daemon.get("/readyz");
     not_ready.assert_json_error(503);
     // It names the failed check, not the file or the parser's words.
     let reason = not_ready.text();
@@ -175,13 +162,17 @@ fn damaged_store_under_a_running_daemon_is_reported_and_never_replaced() {
         "{reason}"
     );
 
-    // Keep serving the last good keyset; never "repair" the file.
-    let still_served = daemon.jwks_kids(true);
-    assert_eq!(
-        still_served, served,
-        "the daemon must keep serving the last good keyset while the store is unreadable"
-    );
-    thread::sleep(Duration::from_secs(2));
+    // Keep serving the last good keyset through retries and refreshes; never
+    // "repair" the file.
+    for _ in 0..4 {
+        daemon.advance(REFRESH_INTERVAL / 2);
+        assert_eq!(
+            daemon.jwks_kids(true),
+            served,
+            "the daemon must keep serving the last good keyset while the store is unreadable"
+        );
+        assert_eq!(daemon.get("/readyz").status, 503);
+    }
     assert_eq!(
         dir.read_store().as_deref(),
         Some(&garbage[..]),
@@ -194,8 +185,11 @@ fn damaged_store_under_a_running_daemon_is_reported_and_never_replaced() {
         "/healthz must stay 200 while serving\n{health}"
     );
 
+    // The next read after the repair makes it ready again.
     replace(&good);
-    daemon.wait_ready(Duration::from_secs(5));
+    daemon.advance(REFRESH_INTERVAL);
+    let ready = daemon.get("/readyz");
+    assert_eq!(ready.status, 200, "{ready}");
     assert_eq!(
         daemon.jwks_kids(true),
         served,
@@ -205,10 +199,8 @@ fn damaged_store_under_a_running_daemon_is_reported_and_never_replaced() {
 
 #[test]
 fn revoke_withdraws_the_kid_from_a_running_daemon_within_the_refresh_interval() {
-    let dir = TestDir::new(SLOW_CONFIG);
-    let daemon = dir.serve();
-    daemon.wait_ready(Duration::from_secs(20));
-    let before = dir.keys();
+    let daemon = InProcess::start_on_file(SLOW_CONFIG, Utc::now());
+    let before = daemon.keys();
     let table = show_keys(&before);
     let find = |keys: &[Key], state: &str| -> Key {
         keys.iter()
@@ -223,25 +215,23 @@ fn revoke_withdraws_the_kid_from_a_running_daemon_within_the_refresh_interval() 
         "the current key is published\n{table}"
     );
 
-    dir.run("revoke", &[&current.kid]).assert_code(0);
-    let revoked_at = Instant::now();
-    let gone = util::poll(REFRESH_DEADLINE, || {
-        let kids = daemon.jwks_kids(true);
-        if kids.contains(&current.kid) {
-            Err(format!("{} still in the JWKS: {kids:?}", current.kid))
-        } else {
-            Ok(())
-        }
-    });
-    if let Err(err) = gone {
-        panic!(
-            "expected the revoked kid out of the JWKS within the refresh interval (1 s, \
-             deadline {REFRESH_DEADLINE:?}); after {:?}: {err}",
-            revoked_at.elapsed()
-        );
-    }
+    daemon.dir().run("revoke", &[&current.kid]).assert_code(0);
+    // The daemon learns of it at its next read of the store, one refresh
+    // interval after the last: not before, and not later.
+    daemon.advance(REFRESH_INTERVAL - MILLISECOND);
+    assert!(
+        daemon.jwks_kids(true).contains(&current.kid),
+        "the store was read before the refresh interval ended"
+    );
+    daemon.advance(MILLISECOND);
+    let kids = daemon.jwks_kids(true);
+    assert!(
+        !kids.contains(&current.kid),
+        "expected the revoked kid out of the JWKS once the refresh interval (1 s) \
+         has passed: {kids:?}"
+    );
 
-    let after = dir.keys();
+    let after = daemon.keys();
     let after_table = show_keys(&after);
     let revoked = after
         .iter()
@@ -265,9 +255,9 @@ fn revoke_withdraws_the_kid_from_a_running_daemon_within_the_refresh_interval() 
         !before.iter().any(|key| key.kid == new_next.kid),
         "a new next key must be made after the revocation\n{after_table}"
     );
-    wait_for_jwks(&daemon, &published(&after), REFRESH_DEADLINE)
-        .unwrap_or_else(|err| panic!("JWKS after revoke: {err}\n{after_table}"));
-    daemon.wait_ready(Duration::from_secs(5));
+    assert_eq!(kids, published(&after), "JWKS after revoke\n{after_table}");
+    let ready = daemon.get("/readyz");
+    assert_eq!(ready.status, 200, "{ready}");
 }
 
 #[test]

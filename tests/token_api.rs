@@ -1,5 +1,9 @@
 //! The token service (CONTRACT §6.2–§6.7): client credentials, issuer key pull,
 //! `/v1/sign`, admin, discovery, metrics, the private listener and TLS.
+//!
+//! The daemon runs in process ([`InProcess`]) on a manual clock, so times in
+//! tokens are exact. On the binary: what `serve` refuses at start (an exit
+//! code), and `jwkd verify` (a verb).
 
 use std::collections::HashSet;
 
@@ -11,9 +15,21 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
-use crate::util::{Client, Daemon, Response, TestConfig, TestDir, hash_secret};
+use chrono::{DateTime, TimeZone as _, Utc};
+
+use crate::util::{Client, InProcess, Response, TestConfig, TestDir};
 
 const ISSUER: &str = "https://auth.test.example";
+
+/// Where the daemon's clock stands when a test starts (the daily rotation is at 03:00).
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap()
+}
+
+/// The daemon of [`config`], in process, at [`start`].
+fn serve() -> InProcess {
+    InProcess::start(&config().build(), start())
+}
 
 /// A daemon with an ordinary client, an issuer, an admin, and an EdDSA client.
 fn config() -> TestConfig {
@@ -45,7 +61,7 @@ fn basic(id: &str, secret: &str) -> String {
 
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
-fn token_request(daemon: &Daemon, headers: &[(&str, &str)], body: &str) -> Response {
+fn token_request(daemon: &InProcess, headers: &[(&str, &str)], body: &str) -> Response {
     let mut all = vec![FORM];
     all.extend_from_slice(headers);
     daemon.request("POST", "/oauth2/token", &all, body.as_bytes())
@@ -56,7 +72,7 @@ fn decode_part(part: &str) -> Value {
 }
 
 /// Verifies a compact JWS against the daemon's JWKS with aws-lc-rs; returns (header, claims).
-fn verify(daemon: &Daemon, token: &str) -> (Value, Value) {
+fn verify(daemon: &InProcess, token: &str) -> (Value, Value) {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "{token}");
     let header = decode_part(parts[0]);
@@ -97,9 +113,7 @@ fn verify(daemon: &Daemon, token: &str) -> (Value, Value) {
 
 #[test]
 fn client_credentials_tokens_follow_rfc9068_and_verify() {
-    let dir = TestDir::new(&config().build());
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let daemon = serve();
 
     let response = token_request(
         &daemon,
@@ -125,6 +139,7 @@ fn client_credentials_tokens_follow_rfc9068_and_verify() {
     assert_eq!(claims["aud"], "inventory");
     assert_eq!(claims["scope"], "payments:read");
     let iat = claims["iat"].as_i64().unwrap();
+    assert_eq!(iat, start().timestamp());
     assert_eq!(claims["nbf"].as_i64(), Some(iat));
     assert_eq!(claims["exp"].as_i64(), Some(iat + 900));
 
@@ -167,9 +182,7 @@ type ErrorCase = (
 
 #[test]
 fn token_endpoint_errors() {
-    let dir = TestDir::new(&config().build());
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let daemon = serve();
     let good = basic("orders", "orders-secret");
     let grant = "grant_type=client_credentials";
 
@@ -278,9 +291,7 @@ fn token_endpoint_errors() {
 
 #[test]
 fn issuers_pull_keys_and_sign() {
-    let dir = TestDir::new(&config().build());
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let daemon = serve();
 
     for authorization in [
         "Bearer minter:minter-secret".to_owned(),
@@ -333,7 +344,7 @@ fn issuers_pull_keys_and_sign() {
     }
 
     // /v1/sign fills in the registered claims and caps exp.
-    let far = chrono::Utc::now().timestamp() + 10 * 3600;
+    let far = start().timestamp() + 10 * 3600;
     let response = daemon.request(
         "POST",
         "/v1/sign",
@@ -353,14 +364,15 @@ fn issuers_pull_keys_and_sign() {
     assert_eq!(claims["iss"], ISSUER);
     assert_eq!(claims["sub"], "user-1");
     let iat = claims["iat"].as_i64().unwrap();
-    assert!(
-        iat > 1_700_000_000,
-        "iat was not set by the daemon: {claims}"
+    assert_eq!(
+        iat,
+        start().timestamp(),
+        "iat not set by the daemon: {claims}"
     );
     assert_eq!(claims["exp"].as_i64(), Some(iat + 3600));
     assert!(claims["jti"].is_string() && claims["nbf"].is_number());
 
-    let near = chrono::Utc::now().timestamp() + 60;
+    let near = start().timestamp() + 60;
     let response = daemon.request(
         "POST",
         "/v1/sign",
@@ -413,9 +425,7 @@ fn issuers_pull_keys_and_sign() {
 
 #[test]
 fn admins_rotate_and_revoke_over_http() {
-    let dir = TestDir::new(&config().build());
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let daemon = serve();
     let admin = [("Authorization", "Bearer root:root-secret")];
     let before = daemon.jwks_kids(true);
 
@@ -479,16 +489,14 @@ fn admins_rotate_and_revoke_over_http() {
         .request("POST", "/v1/revoke/no-such-kid", &admin, b"")
         .assert_json_error(404);
     assert!(
-        daemon.stderr_text().contains("root"),
+        daemon.logs().contains("root"),
         "admin actions are audited with the client id"
     );
 }
 
 #[test]
 fn discovery_and_metrics() {
-    let dir = TestDir::new(&config().build());
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let daemon = serve();
     for path in [
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
@@ -530,31 +538,13 @@ fn discovery_and_metrics() {
     }
 }
 
-/// The private listener's address, from the startup line
-/// `... listening on http://PUBLIC and http://PRIVATE (issuer and admin)`.
-fn private_address(daemon: &Daemon) -> std::net::SocketAddr {
-    let line = daemon.wait_for_line(" (issuer and admin)", std::time::Duration::from_secs(10));
-    line.split(" and http://")
-        .nth(1)
-        .and_then(|rest| rest.strip_suffix(" (issuer and admin)"))
-        .and_then(|addr| addr.parse().ok())
-        .unwrap_or_else(|| panic!("no private listener in {line}"))
-}
-
 #[test]
 fn without_clients_the_credential_endpoints_are_unknown_routes_until_a_reload_adds_one() {
-    let config = format!(
-        "{}\n[issuer]\nissuer = \"{ISSUER}\"\n",
-        crate::util::replace_once(
-            crate::util::SLOW_CONFIG,
-            "listen = \"127.0.0.1:0\"",
-            "listen = \"127.0.0.1:0\"\nprivate_listen = \"127.0.0.1:0\"",
-        )
-    );
-    let dir = TestDir::new(&config);
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
-    let private = private_address(&daemon);
+    let config = TestConfig::slow()
+        .issuer(ISSUER)
+        .set("server", "private_listen", "127.0.0.1:0");
+    let daemon = InProcess::start(&config.build(), start());
+    let private = daemon.private_addr();
     let auth = basic("orders", "orders-secret");
     let grant = b"grant_type=client_credentials";
     let mut answers = Vec::new();
@@ -594,42 +584,21 @@ fn without_clients_the_credential_endpoints_are_unknown_routes_until_a_reload_ad
     assert_eq!(daemon.get("/.well-known/openid-configuration").status, 200);
 
     // The first client, added by a reload, opens them without a restart.
-    let hash = hash_secret("orders-secret");
-    dir.write(
-        "jwkd.toml",
-        format!("{config}\n[[clients]]\nid = \"orders\"\nsecret_hash = \"{hash}\"\naudiences = [\"payments\"]\n"),
+    daemon.reload(
+        &config
+            .client(Client::new("orders", "orders-secret").audiences(&["payments"]))
+            .build(),
     );
-    let status = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(daemon.pid().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let response = token_request(
-            &daemon,
-            &[("Authorization", &auth)],
-            "grant_type=client_credentials",
-        );
-        if response.status == 200 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no token after the reload: {response}\n{}",
-            daemon.stderr_text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let response = crate::util::http(
-        private,
-        "POST",
-        "/v1/rotate",
+    let response = token_request(
+        &daemon,
         &[("Authorization", &auth)],
-        b"",
-    )
-    .unwrap();
+        "grant_type=client_credentials",
+    );
+    assert_eq!(
+        response.status, 200,
+        "no token after the reload: {response}"
+    );
+    let response = daemon.request_private("POST", "/v1/rotate", &[("Authorization", &auth)], b"");
     assert_eq!(
         response.status, 403,
         "the client is known, not an admin: {response}"
@@ -638,13 +607,12 @@ fn without_clients_the_credential_endpoints_are_unknown_routes_until_a_reload_ad
 
 #[test]
 fn the_private_listener_alone_serves_issuer_and_admin_endpoints() {
-    let dir = TestDir::new(
+    let daemon = InProcess::start(
         &config()
             .set("server", "private_listen", "127.0.0.1:0")
             .build(),
+        start(),
     );
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
     let auth = [("Authorization", "Bearer minter:minter-secret")];
     daemon
         .request("GET", "/v1/signing-keys", &auth, b"")
@@ -656,11 +624,10 @@ fn the_private_listener_alone_serves_issuer_and_admin_endpoints() {
         "grant_type=client_credentials",
     );
     assert_eq!(response.status, 200, "{response}");
-    let private = private_address(&daemon);
-    let response = crate::util::http(private, "GET", "/v1/signing-keys", &auth, b"").unwrap();
+    let response = daemon.request_private("GET", "/v1/signing-keys", &auth, b"");
     assert_eq!(response.status, 200, "{response}");
-    crate::util::http(private, "GET", "/.well-known/jwks.json", &[], b"")
-        .unwrap()
+    daemon
+        .request_private("GET", "/.well-known/jwks.json", &[], b"")
         .assert_json_error(404);
 }
 
@@ -686,24 +653,9 @@ fn https_with_an_rcgen_certificate() {
     );
     dir.write("tls.crt", certified.cert.pem());
     dir.write("tls.key", certified.signing_key.serialize_pem());
-    let mut daemon = Daemon::spawn(&dir.config_path());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let addr: std::net::SocketAddr = loop {
-        let found = daemon.stderr_text().lines().find_map(|line| {
-            line.split("listening on https://")
-                .nth(1)
-                .map(|rest| rest.split_whitespace().next().unwrap_or("").to_owned())
-        });
-        if let Some(addr) = found.and_then(|addr| addr.parse().ok()) {
-            break addr;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no https listener\n{}",
-            daemon.stderr_text()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    // The paths are relative to the config file: start beside the same files.
+    let daemon = InProcess::start_in(dir, start());
+    let addr = daemon.addr();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -736,14 +688,11 @@ fn https_with_an_rcgen_certificate() {
     });
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"keys\""), "{response}");
-    let _ = daemon.kill9();
 }
 
 #[test]
 fn many_concurrent_token_requests_all_verify() {
-    let dir = TestDir::new(&config().build());
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
+    let daemon = serve();
     let authorization = basic("orders", "orders-secret");
     let addr = daemon.addr();
     let tokens: Vec<String> = std::thread::scope(|scope| {
@@ -780,9 +729,8 @@ fn many_concurrent_token_requests_all_verify() {
 
 #[test]
 fn jwkd_verify_checks_tokens_with_the_client_crate() {
-    let dir = TestDir::new(&config().build());
-    let daemon = dir.serve();
-    daemon.wait_ready(std::time::Duration::from_secs(20));
+    // `jwkd verify` checks `exp` by the wall clock: tokens minted now.
+    let daemon = InProcess::start(&config().build(), Utc::now());
     let response = token_request(
         &daemon,
         &[("Authorization", &basic("orders", "orders-secret"))],

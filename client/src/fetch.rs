@@ -2,11 +2,13 @@
 //! a bounded exchange (deadline over the whole exchange, body cap while reading, no
 //! redirects).
 
+use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::{StatusCode, Url};
+use zeroize::Zeroizing;
 
 use crate::error::{BuildError, FetchError};
 
@@ -70,6 +72,84 @@ impl HttpSettings {
             });
         }
         Ok(())
+    }
+}
+
+/// The setters every builder has for its [`HttpSettings`], written once so that the
+/// builders cannot drift apart. The argument is the path from the builder to its
+/// settings (`options.http`, `endpoint.http`).
+macro_rules! http_setters {
+    ($($settings:ident).+) => {
+        /// Accepts `http` URLs on non-loopback hosts. Only for a network where
+        /// transport security is provided otherwise. Defaults to false; loopback
+        /// `http` is always allowed.
+        pub fn allow_http(mut self, allow: bool) -> Self {
+            self.$($settings).+.allow_http = allow;
+            self
+        }
+
+        /// Deadline for one whole exchange: connect, headers and body. At most 60 s.
+        /// Defaults to 5 s.
+        pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.$($settings).+.timeout = timeout;
+            self
+        }
+
+        /// Trusts the certificates of this PEM bundle in addition to the platform
+        /// roots (for a jwkd behind a private CA). May be called more than once.
+        pub fn root_certificates_pem(mut self, pem: &[u8]) -> Self {
+            self.$($settings).+.root_certificates.push(pem.to_vec());
+            self
+        }
+
+        /// Uses this HTTP client instead of building one. The URL policy, the deadline
+        /// and the body cap still apply, and an answer from any URL other than the one
+        /// asked is refused; timeouts, proxies and TLS settings are the client's.
+        pub fn http_client(mut self, client: reqwest::Client) -> Self {
+            self.$($settings).+.client = Some(client);
+            self
+        }
+    };
+}
+
+pub(crate) use http_setters;
+
+/// What the builders of the credentialed clients ([`TokenSource`](crate::TokenSource),
+/// [`SigningKeySource`](crate::SigningKeySource)) are first given: the endpoint, the
+/// client's credentials, and the HTTP settings.
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: Zeroizing<String>,
+    pub(crate) http: HttpSettings,
+}
+
+impl Endpoint {
+    pub(crate) fn new(
+        url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+    ) -> Endpoint {
+        Endpoint {
+            url: url.into(),
+            client_id: client_id.into(),
+            client_secret: Zeroizing::new(client_secret.into()),
+            http: HttpSettings::default(),
+        }
+    }
+
+    /// Checks the deadline and the URL policy, and returns the parsed URL.
+    pub(crate) fn url(&self) -> Result<Url, BuildError> {
+        self.http.check_timeout()?;
+        parse_url(&self.url, self.http.allow_http)
+    }
+
+    /// The `Debug` of a builder holding this endpoint: never the secret.
+    pub(crate) fn debug_builder(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -489,19 +489,7 @@ impl RemoteJwksBuilder {
         }
     }
 
-    /// Accepts `http` URLs on non-loopback hosts (the JWKS and, with discovery, the
-    /// discovery document and its `jwks_uri`). Only for a network where transport
-    /// security is provided otherwise. Defaults to false; loopback `http` is always allowed.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.options.http.allow_http = allow;
-        self
-    }
-
-    /// Deadline for one whole exchange: connect, headers and body. Defaults to 5 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.options.http.timeout = timeout;
-        self
-    }
+    fetch::http_setters!(options.http);
 
     /// Largest JWKS body accepted, enforced while reading. Defaults to 256 KiB.
     pub fn max_body(mut self, bytes: usize) -> Self {
@@ -559,21 +547,6 @@ impl RemoteJwksBuilder {
     /// Defaults to 1024.
     pub fn negative_cache_size(mut self, entries: usize) -> Self {
         self.options.negative_cache_size = entries;
-        self
-    }
-
-    /// Trusts the certificates of this PEM bundle in addition to the platform roots
-    /// (for a jwkd behind a private CA). May be called more than once.
-    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Self {
-        self.options.http.root_certificates.push(pem.to_vec());
-        self
-    }
-
-    /// Uses this HTTP client instead of building one. The URL policy, the deadline and
-    /// the body cap still apply, and an answer from any URL other than the one asked is
-    /// refused; timeouts, proxies and TLS settings are the client's.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.options.http.client = Some(client);
         self
     }
 

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::error::{BuildError, SignError};
-use crate::fetch::{self, HttpSettings};
+use crate::fetch::{self, Endpoint};
 use crate::jwk::PrivateJwk;
 use crate::jwks::TaskGuard;
 use crate::jws::JwsSigner;
@@ -126,42 +126,35 @@ struct SigningKey {
 /// Configures a [`SigningKeySource`].
 #[must_use]
 pub struct SigningKeySourceBuilder {
-    url: String,
-    client_id: String,
-    client_secret: Zeroizing<String>,
+    endpoint: Endpoint,
     refresh_interval: Duration,
     backoff_initial: Duration,
     backoff_max: Duration,
     typ: String,
-    http: HttpSettings,
 }
 
 impl fmt::Debug for SigningKeySourceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKeySourceBuilder")
-            .field("url", &self.url)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
+        self.endpoint.debug_builder("SigningKeySourceBuilder", f)
     }
 }
 
 impl SigningKeySource {
     /// Starts configuring a source pulling from `url` (jwkd: `/v1/signing-keys` on the
-    /// public or private listener) as a client with the `issuer` role.
+    /// public or private listener) as a client with the `issuer` role. The daemon
+    /// refuses to hand keys out over plain `http` unless it sits behind a
+    /// TLS-terminating proxy.
     pub fn builder(
         url: impl Into<String>,
         client_id: impl Into<String>,
         client_secret: impl Into<String>,
     ) -> SigningKeySourceBuilder {
         SigningKeySourceBuilder {
-            url: url.into(),
-            client_id: client_id.into(),
-            client_secret: Zeroizing::new(client_secret.into()),
+            endpoint: Endpoint::new(url, client_id, client_secret),
             refresh_interval: Duration::from_secs(60),
             backoff_initial: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             typ: "JWT".into(),
-            http: HttpSettings::default(),
         }
     }
 
@@ -325,30 +318,7 @@ impl SigningKeySourceBuilder {
         self
     }
 
-    /// Accepts an `http` URL on a non-loopback host (the daemon refuses to serve keys
-    /// that way unless it sits behind a TLS-terminating proxy). Defaults to false.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.http.allow_http = allow;
-        self
-    }
-
-    /// Deadline for one pull. Defaults to 5 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.http.timeout = timeout;
-        self
-    }
-
-    /// Trusts the certificates of this PEM bundle in addition to the platform roots.
-    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Self {
-        self.http.root_certificates.push(pem.to_vec());
-        self
-    }
-
-    /// Uses this HTTP client instead of building one.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http.client = Some(client);
-        self
-    }
+    fetch::http_setters!(endpoint.http);
 
     /// Builds the source and starts pulling. Does not wait for the network.
     ///
@@ -356,8 +326,8 @@ impl SigningKeySourceBuilder {
     /// [`BuildError`] for an invalid or insecure URL, a bad option, unreadable roots,
     /// or when called outside a tokio runtime.
     pub fn build(self) -> Result<SigningKeySource, BuildError> {
-        self.http.check_timeout()?;
-        let url = fetch::parse_url(&self.url, self.http.allow_http)?;
+        let endpoint = self.endpoint;
+        let url = endpoint.url()?;
         if self.refresh_interval < Duration::from_millis(10) {
             return Err(BuildError::InvalidOption {
                 name: "refresh_interval",
@@ -370,8 +340,10 @@ impl SigningKeySourceBuilder {
                 reason: "need 0 < initial <= max".into(),
             });
         }
-        let credentials =
-            Zeroizing::new(format!("Bearer {}:{}", self.client_id, *self.client_secret));
+        let credentials = Zeroizing::new(format!(
+            "Bearer {}:{}",
+            endpoint.client_id, *endpoint.client_secret
+        ));
         let mut authorization =
             HeaderValue::from_str(&credentials).map_err(|_| BuildError::InvalidOption {
                 name: "client_secret",
@@ -380,10 +352,10 @@ impl SigningKeySourceBuilder {
         authorization.set_sensitive(true);
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let shared = Arc::new(Shared {
-            http: self.http.client()?,
+            http: endpoint.http.client()?,
             url,
             authorization,
-            timeout: self.http.timeout,
+            timeout: endpoint.http.timeout,
             refresh_interval: self.refresh_interval,
             backoff_initial: self.backoff_initial,
             backoff_max: self.backoff_max,

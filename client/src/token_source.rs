@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::error::{BuildError, TokenError};
-use crate::fetch::{self, HttpSettings};
+use crate::fetch::{self, Endpoint};
 
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 /// After a failed renewal, callers keep the still-valid token and no new request is
@@ -117,21 +117,15 @@ impl AccessToken {
 /// Configures a [`TokenSource`].
 #[must_use]
 pub struct TokenSourceBuilder {
-    url: String,
-    client_id: String,
-    client_secret: Zeroizing<String>,
+    endpoint: Endpoint,
     audience: Option<String>,
     scope: Option<String>,
     secret_post: bool,
-    http: HttpSettings,
 }
 
 impl fmt::Debug for TokenSourceBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenSourceBuilder")
-            .field("url", &self.url)
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
+        self.endpoint.debug_builder("TokenSourceBuilder", f)
     }
 }
 
@@ -143,13 +137,10 @@ impl TokenSource {
         client_secret: impl Into<String>,
     ) -> TokenSourceBuilder {
         TokenSourceBuilder {
-            url: token_endpoint.into(),
-            client_id: client_id.into(),
-            client_secret: Zeroizing::new(client_secret.into()),
+            endpoint: Endpoint::new(token_endpoint, client_id, client_secret),
             audience: None,
             scope: None,
             secret_post: false,
-            http: HttpSettings::default(),
         }
     }
 
@@ -182,7 +173,7 @@ impl TokenSource {
                 Ok(token)
             }
             Err(err) => {
-                *retry_after = Some(Instant::now() + RETRY_AFTER_FAILURE);
+                *retry_after = Some(crate::later(Instant::now(), RETRY_AFTER_FAILURE));
                 match cached {
                     Some(token) if Instant::now() < token.usable_until => {
                         tracing::warn!("token renewal failed, using the cached token: {err}");
@@ -304,38 +295,16 @@ impl TokenSourceBuilder {
         self
     }
 
-    /// Accepts an `http` token endpoint on a non-loopback host. Defaults to false.
-    pub fn allow_http(mut self, allow: bool) -> Self {
-        self.http.allow_http = allow;
-        self
-    }
-
-    /// Deadline for one token request. Defaults to 5 s.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.http.timeout = timeout;
-        self
-    }
-
-    /// Trusts the certificates of this PEM bundle in addition to the platform roots.
-    pub fn root_certificates_pem(mut self, pem: &[u8]) -> Self {
-        self.http.root_certificates.push(pem.to_vec());
-        self
-    }
-
-    /// Uses this HTTP client instead of building one.
-    pub fn http_client(mut self, client: reqwest::Client) -> Self {
-        self.http.client = Some(client);
-        self
-    }
+    fetch::http_setters!(endpoint.http);
 
     /// Builds the source. Does not contact the endpoint.
     ///
     /// # Errors
     /// [`BuildError`] for an invalid or insecure URL, a bad option, or unreadable roots.
     pub fn build(self) -> Result<TokenSource, BuildError> {
-        self.http.check_timeout()?;
-        let url = fetch::parse_url(&self.url, self.http.allow_http)?;
-        if self.client_id.is_empty() {
+        let endpoint = self.endpoint;
+        let url = endpoint.url()?;
+        if endpoint.client_id.is_empty() {
             return Err(BuildError::InvalidOption {
                 name: "client_id",
                 reason: "empty".into(),
@@ -345,8 +314,8 @@ impl TokenSourceBuilder {
             |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
         let credentials = Zeroizing::new(format!(
             "{}:{}",
-            encode(&self.client_id),
-            encode(&self.client_secret)
+            encode(&endpoint.client_id),
+            encode(&endpoint.client_secret)
         ));
         let mut authorization = HeaderValue::from_str(&format!(
             "Basic {}",
@@ -359,14 +328,14 @@ impl TokenSourceBuilder {
         authorization.set_sensitive(true);
         Ok(TokenSource {
             inner: Arc::new(Inner {
-                http: self.http.client()?,
+                http: endpoint.http.client()?,
                 url,
-                client_id: self.client_id,
                 authorization,
-                secret_post: self.secret_post.then(|| self.client_secret.clone()),
+                secret_post: self.secret_post.then(|| endpoint.client_secret.clone()),
                 audience: self.audience,
                 scope: self.scope,
-                timeout: self.http.timeout,
+                timeout: endpoint.http.timeout,
+                client_id: endpoint.client_id,
                 cached: ArcSwapOption::empty(),
                 refresh: tokio::sync::Mutex::new(None),
             }),

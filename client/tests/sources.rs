@@ -1,16 +1,26 @@
 //! TokenSource and SigningKeySource against a local server that follows CONTRACT §6.3
 //! and §6.4 (the daemon's side of these endpoints is another issue).
+//!
+//! Renewal, retry and pull timers run on tokio's paused clock (see `common`), with
+//! assertions at exact instants. Key activation follows `SystemTime`, which paused
+//! time does not move: those tests use the `_at(now)` forms.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use jwkd_client::{KeySet, SignError, SigningKeySource, TokenError, TokenSource, Verifier};
+use jwkd_client::{
+    FetchError, KeySet, SignError, SigningKeySource, TokenError, TokenSource, Verifier,
+};
 use serde_json::{Value, json};
+use tokio::time::{Instant, sleep_until};
 
 use crate::common::{
-    AUD, ISS, Reply, TestKey, TestServer, accepted, basic, claims, eventually, refused, rfc3339,
+    AUD, ISS, Reply, TestKey, TestServer, accepted, basic, claims, refused, rfc3339,
 };
+
+const MS: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
 
 const TOKEN_PATH: &str = "/oauth2/token";
 const KEYS_PATH: &str = "/v1/signing-keys";
@@ -105,36 +115,69 @@ async fn token_source_caches_and_concurrent_callers_share_one_request() {
     assert!(!format!("{:?}", tokens.token().await.unwrap()).contains("token-1"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn token_source_renews_before_expiry() {
-    let (server, issued, _) = token_endpoint(2).await;
+    let (server, issued, _) = token_endpoint(100).await;
     let tokens = TokenSource::builder(server.url(TOKEN_PATH), "orders", "s3cr+t")
+        .http_client(server.local_client())
         .build()
         .unwrap();
-    assert_eq!(tokens.token().await.unwrap().as_str(), "token-1");
-    // Renewed at three quarters of its lifetime, before it expires.
-    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let start = Instant::now();
+    let token = tokens.token().await.unwrap();
+    assert_eq!(token.as_str(), "token-1");
+    assert_eq!(token.expires_in(), 100 * SECOND);
+    // Renewed at three quarters of its lifetime, 25 s before it expires.
+    sleep_until(start + 75 * SECOND - MS).await;
+    let token = tokens.token().await.unwrap();
+    assert_eq!(token.as_str(), "token-1");
+    assert_eq!(token.expires_in(), 25 * SECOND + MS);
+    sleep_until(start + 75 * SECOND).await;
     let token = tokens.token().await.unwrap();
     assert_eq!(token.as_str(), "token-2");
-    assert!(token.expires_in() > Duration::from_secs(1));
+    assert_eq!(token.expires_in(), 100 * SECOND);
     assert_eq!(issued.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn token_source_keeps_a_valid_token_through_an_endpoint_outage() {
-    let (server, issued, failing) = token_endpoint(2).await;
+    let (server, issued, failing) = token_endpoint(100).await;
     let tokens = TokenSource::builder(server.url(TOKEN_PATH), "orders", "s3cr+t")
+        .http_client(server.local_client())
         .build()
         .unwrap();
+    let start = Instant::now();
     assert_eq!(tokens.token().await.unwrap().as_str(), "token-1");
     *failing.lock().unwrap() = 503;
-    tokio::time::sleep(Duration::from_millis(1550)).await;
-    // Due for renewal, renewal fails, the token is still valid: it is returned.
-    assert_eq!(tokens.token().await.unwrap().as_str(), "token-1");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(matches!(tokens.token().await, Err(TokenError::Fetch(_))));
+    let token_at = |at: Duration| {
+        let tokens = tokens.clone();
+        async move {
+            sleep_until(start + at).await;
+            tokens.token().await.map(|token| token.as_str().to_owned())
+        }
+    };
+    let requests = || server.requests().len();
+    // Due for renewal at 75 s; renewal fails; the token is still valid: it is returned.
+    assert_eq!(token_at(75 * SECOND).await.unwrap(), "token-1");
+    assert_eq!(requests(), 2);
+    // For 2 s after a failure, callers get the cached token without a request...
+    assert_eq!(token_at(77 * SECOND - MS).await.unwrap(), "token-1");
+    assert_eq!(requests(), 2);
+    // ...then the next call tries again.
+    assert_eq!(token_at(77 * SECOND).await.unwrap(), "token-1");
+    assert_eq!(requests(), 3);
+    // The token is handed out until a tenth of its lifetime (at most 10 s) before it
+    // expires, and not after.
+    assert_eq!(token_at(90 * SECOND - MS).await.unwrap(), "token-1");
+    assert_eq!(requests(), 4);
+    assert_eq!(
+        token_at(90 * SECOND).await.unwrap_err(),
+        TokenError::Fetch(FetchError::Status { status: 503 })
+    );
+    assert_eq!(requests(), 5);
     *failing.lock().unwrap() = 0;
-    assert_eq!(tokens.token().await.unwrap().as_str(), "token-2");
+    let token = tokens.token().await.unwrap();
+    assert_eq!(token.as_str(), "token-2");
+    assert_eq!(token.expires_in(), 100 * SECOND);
     assert_eq!(issued.load(Ordering::SeqCst), 2);
 }
 
@@ -292,7 +335,7 @@ async fn signing_key_source_switches_to_next_at_activates_at_on_its_own_clock() 
     assert_eq!(endpoint.pulls.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn signing_key_source_keeps_signing_through_an_outage_until_deactivates_at() {
     let current = TestKey::es256("current");
     let verifier = verifier_for(&[&current]);
@@ -303,14 +346,27 @@ async fn signing_key_source_keeps_signing_through_an_outage_until_deactivates_at
         "next": null,
     }))
     .await;
+    let refresh_interval = 60 * SECOND;
+    let backoff_max = 5 * SECOND;
     let issuer = SigningKeySource::builder(endpoint.server.url(KEYS_PATH), "issuer", "s3cret")
-        .refresh_interval(Duration::from_millis(50))
-        .backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .refresh_interval(refresh_interval)
+        .backoff(SECOND, backoff_max)
+        .http_client(endpoint.server.local_client())
         .build()
         .unwrap();
     issuer.ready().await.unwrap();
+    let pulled = Instant::now();
     *endpoint.hangup.lock().unwrap() = true;
-    assert!(eventually(Duration::from_secs(2), || issuer.last_error().is_some()).await);
+    // The next pull is a refresh interval later, and fails.
+    sleep_until(pulled + refresh_interval - MS).await;
+    assert_eq!(issuer.last_error(), None);
+    sleep_until(pulled + refresh_interval + MS).await;
+    assert!(
+        matches!(issuer.last_error(), Some(SignError::Fetch(_))),
+        "{:?}",
+        issuer.last_error()
+    );
+    assert_eq!(issuer.pulls(), 1);
     let token = issuer.sign(&claims()).unwrap();
     accepted(&verifier, &token).await;
     assert!(
@@ -322,12 +378,14 @@ async fn signing_key_source_keeps_signing_through_an_outage_until_deactivates_at
         issuer.sign_at(&claims(), deactivates_at).unwrap_err(),
         SignError::NoActiveKey
     );
-    // A key with no deactivates_at keeps signing (the daemon pushed its end out).
+    // A key with no deactivates_at keeps signing (the daemon pushed its end out). The
+    // retries after the failure come at most the longest backoff apart.
     *endpoint.document.lock().unwrap() =
         json!({"current": entry(&current, now - Duration::from_secs(60), None), "next": null});
     *endpoint.hangup.lock().unwrap() = false;
-    let pulls = issuer.pulls();
-    assert!(eventually(Duration::from_secs(2), || issuer.pulls() > pulls).await);
+    sleep_until(pulled + refresh_interval + backoff_max + MS).await;
+    assert_eq!(issuer.pulls(), 2);
+    assert_eq!(issuer.last_error(), None);
     assert!(
         issuer
             .sign_at(&claims(), deactivates_at + Duration::from_secs(3600))

@@ -40,19 +40,23 @@ complete -c jwkd -n "__fish_jwkd_using_subcommand serve" -s h -l help -d 'Print 
 complete -c jwkd -n "__fish_jwkd_using_subcommand check-config" -l config -d 'Config file; defaults to $JWKD_CONFIG, then /etc/jwkd/jwkd.toml' -r -F
 complete -c jwkd -n "__fish_jwkd_using_subcommand check-config" -s h -l help -d 'Print help'
 complete -c jwkd -n "__fish_jwkd_using_subcommand keys" -l config -d 'Config file; defaults to $JWKD_CONFIG, then /etc/jwkd/jwkd.toml' -r -F
+complete -c jwkd -n "__fish_jwkd_using_subcommand keys" -l issuer -d 'The issuer, by its `[[issuers]]` name; default: the issuer of the top-level sections (`default`)' -r
 complete -c jwkd -n "__fish_jwkd_using_subcommand keys" -l json -d 'Print JSON instead of a table'
 complete -c jwkd -n "__fish_jwkd_using_subcommand keys" -s h -l help -d 'Print help'
 complete -c jwkd -n "__fish_jwkd_using_subcommand rotate" -l config -d 'Config file; defaults to $JWKD_CONFIG, then /etc/jwkd/jwkd.toml' -r -F
+complete -c jwkd -n "__fish_jwkd_using_subcommand rotate" -l issuer -d 'The issuer, by its `[[issuers]]` name; default: the issuer of the top-level sections (`default`)' -r
 complete -c jwkd -n "__fish_jwkd_using_subcommand rotate" -s h -l help -d 'Print help'
 complete -c jwkd -n "__fish_jwkd_using_subcommand revoke" -l config -d 'Config file; defaults to $JWKD_CONFIG, then /etc/jwkd/jwkd.toml' -r -F
+complete -c jwkd -n "__fish_jwkd_using_subcommand revoke" -l issuer -d 'The issuer, by its `[[issuers]]` name; default: the issuer of the top-level sections (`default`)' -r
 complete -c jwkd -n "__fish_jwkd_using_subcommand revoke" -s h -l help -d 'Print help'
 complete -c jwkd -n "__fish_jwkd_using_subcommand repair" -l config -d 'Config file; defaults to $JWKD_CONFIG, then /etc/jwkd/jwkd.toml' -r -F
+complete -c jwkd -n "__fish_jwkd_using_subcommand repair" -l issuer -d 'The issuer, by its `[[issuers]]` name; default: the issuer of the top-level sections (`default`)' -r
 complete -c jwkd -n "__fish_jwkd_using_subcommand repair" -l dry-run -d 'Say what would change; write nothing'
 complete -c jwkd -n "__fish_jwkd_using_subcommand repair" -s h -l help -d 'Print help'
 complete -c jwkd -n "__fish_jwkd_using_subcommand hash-secret" -l generate -d 'Make a new 256-bit secret (base64url: safe in Basic and form bodies) instead of reading one: prints `secret: ...` and `secret_hash: ...`'
 complete -c jwkd -n "__fish_jwkd_using_subcommand hash-secret" -s h -l help -d 'Print help'
-complete -c jwkd -n "__fish_jwkd_using_subcommand verify" -l jwks -d 'The JWK Set URL (https, or http on loopback)' -r
-complete -c jwkd -n "__fish_jwkd_using_subcommand verify" -l issuer -d 'The issuer the token must have (exact `iss`)' -r
+complete -c jwkd -n "__fish_jwkd_using_subcommand verify" -l jwks -d 'The JWK Set URL (https, or http on loopback); not with `--issuer ISS=URL`' -r
+complete -c jwkd -n "__fish_jwkd_using_subcommand verify" -l issuer -d 'The issuer the token must have (exact `iss`), with --jwks; or, repeated, `ISS=URL`: each issuer with its own JWK Set, the token checked only against the keys of the issuer its `iss` names' -r
 complete -c jwkd -n "__fish_jwkd_using_subcommand verify" -l audience -d 'An audience the token\'s `aud` must contain' -r
 complete -c jwkd -n "__fish_jwkd_using_subcommand verify" -l algorithm -d 'Allow only these algorithms (repeatable); default: every one jwkd supports' -r
 complete -c jwkd -n "__fish_jwkd_using_subcommand verify" -s h -l help -d 'Print help'

@@ -11,6 +11,8 @@
 
 use std::path::Path;
 
+use chrono::{DateTime, Utc};
+
 use super::{Backend, Config, Problem, names, reader};
 
 /// The keys an `[[issuers]]` entry may have.
@@ -48,6 +50,7 @@ pub(super) fn read(
     defaults: &toml::Table,
     default: &Config,
     base_dir: &Path,
+    now: DateTime<Utc>,
 ) -> Result<Vec<Config>, Vec<Problem>> {
     let Some(entries) = table.get("issuers") else {
         return Ok(Vec::new());
@@ -101,7 +104,7 @@ pub(super) fn read(
             ));
         }
         let single = single_issuer_table(table, entry, name.as_deref(), default);
-        match reader::read(&single, defaults, &default.file, base_dir) {
+        match reader::read(&single, defaults, &default.file, base_dir, now) {
             Ok(mut config) if problems.len() == before => {
                 config.name = name.unwrap_or_default();
                 issuers.push(config);

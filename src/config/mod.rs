@@ -32,6 +32,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::auth::ClientConfig;
 use crate::keys::Algorithm;
 use crate::schedule::Schedule;
@@ -315,22 +317,42 @@ pub struct IssuerConfig {
 }
 
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`, with `now` for the rules
+    /// that depend on the time (the rotation schedule's gaps from now on).
     ///
     /// # Errors
     /// [`ConfigError`] with every problem found, or the I/O error reading the file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub fn load_at(path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| {
             ConfigError::one(path, "", format!("cannot read the config file: {err}"))
         })?;
-        Config::parse(&text, path)
+        Config::parse_at(&text, path, now)
     }
 
-    /// Validates config text as if it were read from `path`.
+    /// [`Config::load_at`] now by the system clock: for callers with no clock
+    /// of their own (tests); the daemon and the verbs pass their [`Clock`]'s.
+    ///
+    /// [`Clock`]: crate::clock::Clock
+    ///
+    /// # Errors
+    /// As [`Config::load_at`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_at(path, Utc::now())
+    }
+
+    /// [`Config::parse_at`] now by the system clock (see [`Config::load`]).
+    ///
+    /// # Errors
+    /// As [`Config::parse_at`].
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_at(text, path, Utc::now())
+    }
+
+    /// Validates config text as if it were read from `path` at `now`.
     ///
     /// # Errors
     /// [`ConfigError`] with every problem found.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    pub fn parse_at(text: &str, path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
         let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
             let location = err
                 .span()
@@ -360,10 +382,35 @@ impl Config {
         };
         // The entries are read against the default issuer (their store
         // locations derive from its), so only once it reads.
-        let mut config = reader::read(&table, &defaults, path, &base_dir).map_err(errors)?;
-        config.issuers = issuers::read(&table, &defaults, &config, &base_dir).map_err(errors)?;
+        let mut config = reader::read(&table, &defaults, path, &base_dir, now).map_err(errors)?;
+        config.issuers =
+            issuers::read(&table, &defaults, &config, &base_dir, now).map_err(errors)?;
         Ok(config)
     }
+}
+
+/// The config the tests above the reader run on: `algorithms` rotated every
+/// 2 s, tokens of at most 2 s, a 1 s JWKS max-age, no skew, the store re-read
+/// every 500 ms (so the lead is 1.5 s), listening on `127.0.0.1:0`.
+#[cfg(test)]
+pub(crate) fn fast_config_for_test(algorithms: &[&str]) -> Config {
+    let algorithms: Vec<String> = algorithms.iter().map(|alg| format!("{alg:?}")).collect();
+    let text = format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        [keys]
+        algorithms = [{}]
+        rotation_schedule = "*/2 * * * * *"
+        jwks_max_age = "1s"
+        clock_skew = "0s"
+        max_token_lifetime = "2s"
+        [store]
+        refresh_interval = "500ms"
+        "#,
+        algorithms.join(", ")
+    );
+    parse_for_test(&text).unwrap_or_else(|err| panic!("{err}"))
 }
 
 /// [`Config::parse`] of `text` as the file `/etc/jwkd/test.toml`, for the tests

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::{
     Backend, Config, DEFAULT_AUTH_CHECKS_PER_CLIENT_PER_MINUTE, DEFAULT_AUTH_CHECKS_PER_MINUTE,
@@ -28,12 +28,14 @@ pub(super) fn read(
     defaults: &toml::Table,
     path: &Path,
     base_dir: &Path,
+    now: DateTime<Utc>,
 ) -> Result<Config, Vec<Problem>> {
     let mut reader = Reader {
         table,
         defaults,
         problems: Vec::new(),
         shortest_gap: None,
+        now,
     };
     match reader.read(path, base_dir) {
         Some(config) if reader.problems.is_empty() => Ok(config),
@@ -50,6 +52,8 @@ pub(super) struct Reader<'a> {
     problems: Vec<Problem>,
     /// The rotation schedule's shortest gap, once `[keys]` is read.
     shortest_gap: Option<chrono::Duration>,
+    /// When the file is read: the schedule's gaps are scanned from here.
+    now: DateTime<Utc>,
 }
 
 impl<'a> Reader<'a> {
@@ -320,7 +324,7 @@ impl<'a> Reader<'a> {
         let jwks_max_age = self.duration("keys", "jwks_max_age");
         let x5c = self.bool("keys", "x5c");
         if let Some(schedule) = &schedule {
-            self.shortest_gap = schedule.shortest_gap(Utc::now());
+            self.shortest_gap = schedule.shortest_gap(self.now);
             if self.shortest_gap.is_none() {
                 self.problem(
                     "keys.rotation_schedule",

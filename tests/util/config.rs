@@ -5,7 +5,7 @@
 
 use toml::{Table, Value};
 
-use super::{FAST_CONFIG, SLOW_CONFIG, hash_secret};
+use super::{FAST_CONFIG, SLOW_CONFIG, hash_secret_once};
 
 /// A config under construction; [`TestConfig::build`] writes it as TOML.
 #[derive(Clone, Debug)]
@@ -88,11 +88,12 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client `id` whose secret is `secret` (hashed by the binary under test).
+    /// A client `id` whose secret is `secret` (hashed by the binary under test,
+    /// once per build: [`hash_secret_once`]).
     pub fn new(id: &str, secret: &str) -> Client {
         let mut table = Table::new();
         table.insert("id".to_owned(), id.into());
-        table.insert("secret_hash".to_owned(), hash_secret(secret).into());
+        table.insert("secret_hash".to_owned(), hash_secret_once(secret).into());
         Client { table }
     }
 

@@ -3,6 +3,9 @@
 //! - [`TestDir`]: a temporary directory holding `jwkd.toml` and the file store.
 //! - [`jwkd`]: a `Command` for the binary under test, with a clean environment.
 //! - [`Daemon`]: a running `jwkd serve`, killed on drop.
+//! - [`InProcess`]: the same daemon in this process, on a manual clock, for
+//!   tests whose subject is the endpoints, the tokens or the key timeline.
+//! - [`Endpoint`]: the request helpers both offer.
 //! - [`http`]: a tiny blocking HTTP/1.1 client over `std::net` (one request per
 //!   connection), enough for GET/HEAD/POST with custom headers.
 //! - [`Key`] and [`check_jwk`]: strict readers for `keys --json` and JWKS entries,
@@ -27,7 +30,9 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 mod config;
+mod inprocess;
 pub use config::{Client, TestConfig};
+pub use inprocess::InProcess;
 
 /// How long any single CLI invocation may take before the test gives up.
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -328,6 +333,36 @@ pub fn hash_secret(secret: &str) -> String {
     outcome.assert_code(0);
     let hash = outcome.stdout.trim().to_owned();
     assert!(!hash.is_empty(), "hash-secret printed nothing\n{outcome}");
+    hash
+}
+
+/// A hash of `secret` by `jwkd hash-secret`, made once per build of the binary
+/// and kept in the target directory: an Argon2id hash takes a tenth of a
+/// second, and a config with four clients needs four. For configs; a test of
+/// the verb itself calls [`hash_secret`].
+pub fn hash_secret_once(secret: &str) -> String {
+    let binary = std::fs::metadata(env!("CARGO_BIN_EXE_jwkd")).expect("the jwkd binary");
+    let built = binary
+        .modified()
+        .ok()
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let name = URL_SAFE_NO_PAD.encode(sha256(
+        format!("{}:{}:{secret}", built.as_nanos(), binary.len()).as_bytes(),
+    ));
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("secret-hashes");
+    if let Ok(hash) = std::fs::read_to_string(cache.join(&name))
+        && hash.starts_with("$argon2id$")
+    {
+        return hash;
+    }
+    let hash = hash_secret(secret);
+    // Written aside and renamed, so a test running beside this one reads a whole hash or none.
+    let _ = std::fs::create_dir_all(&cache);
+    let aside = cache.join(format!("{name}.{}", std::process::id()));
+    if std::fs::write(&aside, &hash).is_ok() {
+        let _ = std::fs::rename(&aside, cache.join(&name));
+    }
     hash
 }
 
@@ -636,7 +671,7 @@ impl Daemon {
 
     /// `GET path`; panics with the daemon's output if the request itself fails.
     pub fn get(&self, path: &str) -> Response {
-        self.request("GET", path, &[], b"")
+        self.endpoint().get(path)
     }
 
     pub fn request(
@@ -646,10 +681,52 @@ impl Daemon {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Response {
-        http(self.addr(), method, path, headers, body).unwrap_or_else(|err| {
+        self.endpoint().request(method, path, headers, body)
+    }
+
+    /// Polls `/readyz` until it answers 200; panics with the last answer after `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) {
+        self.endpoint().wait_ready(timeout);
+    }
+
+    /// The kids the JWKS lists now, after checking every entry against the contract.
+    pub fn jwks_kids(&self, x5c: bool) -> BTreeSet<String> {
+        self.endpoint().jwks_kids(x5c)
+    }
+
+    fn endpoint(&self) -> Endpoint<'_> {
+        Endpoint {
+            addr: self.addr(),
+            output: Box::new(|| self.stderr_text()),
+        }
+    }
+}
+
+/// The request helpers of a running daemon, for [`Daemon`] (a process) and
+/// [`InProcess`] alike: where it listens, and its output for failure messages.
+pub struct Endpoint<'a> {
+    pub addr: SocketAddr,
+    pub output: Box<dyn Fn() -> String + 'a>,
+}
+
+impl Endpoint<'_> {
+    /// `GET path`; panics with the daemon's output if the request itself fails.
+    pub fn get(&self, path: &str) -> Response {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// One request; panics with the daemon's output if the request itself fails.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        http(self.addr, method, path, headers, body).unwrap_or_else(|err| {
             panic!(
                 "{method} {path} failed: {err}\n---- daemon output ----\n{}",
-                self.stderr_text()
+                (self.output)()
             )
         })
     }
@@ -658,7 +735,7 @@ impl Daemon {
     pub fn wait_ready(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let last = http(self.addr(), "GET", "/readyz", &[], b"");
+            let last = http(self.addr, "GET", "/readyz", &[], b"");
             if matches!(&last, Ok(response) if response.status == 200) {
                 return;
             }
@@ -670,7 +747,7 @@ impl Daemon {
                         Ok(response) => response.to_string(),
                         Err(err) => err.to_string(),
                     },
-                    self.stderr_text()
+                    (self.output)()
                 );
             }
             thread::sleep(Duration::from_millis(50));

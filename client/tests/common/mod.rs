@@ -1,11 +1,21 @@
 //! Test helpers: a minimal HTTP/1.1 server on 127.0.0.1:0 whose behaviour each test
 //! sets (slow bodies, hang-ups, redirects, oversized answers), keys made with aws-lc-rs,
 //! and token minting, including tokens no honest issuer would make.
+//!
+//! Timer tests run on tokio's paused clock (`#[tokio::test(start_paused = true)]`):
+//! when every task waits, the clock jumps to the next timer, so simulated seconds
+//! pass in no real time and each assertion names an exact instant. That holds only if
+//! an answer is readable the moment it is written, so those tests put the client and
+//! the server on one current-thread runtime and reach the server through its Unix
+//! socket ([`TestServer::local_client`], [`JwksServer::paused_builder`]): a write to a
+//! Unix socket wakes the reader inside the write itself, with no network stack in
+//! between whose delay could let the clock jump during an exchange.
 
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,8 +29,8 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jwkd_client::{Error, RemoteJwks, RemoteJwksBuilder, Verifier};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
 
 pub const ISS: &str = "https://issuer.test";
 pub const AUD: &str = "payments";
@@ -125,14 +135,19 @@ type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The same server on a Unix socket, for paused-time tests (see the module docs).
+    pub socket: PathBuf,
     handler: Arc<Mutex<Handler>>,
     requests: Arc<Mutex<Vec<Request>>>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ = std::fs::remove_file(&self.socket);
     }
 }
 
@@ -140,30 +155,60 @@ impl TestServer {
     pub async fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let socket = std::env::temp_dir().join(format!(
+            "jwkd-client-test-{}-{:016x}.sock",
+            std::process::id(),
+            random_u64()
+        ));
+        let unix_listener = UnixListener::bind(&socket).unwrap();
         let handler: Arc<Mutex<Handler>> = Arc::new(Mutex::new(Arc::new(handler)));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let task = tokio::spawn({
+        let serve = {
             let handler = Arc::clone(&handler);
             let requests = Arc::clone(&requests);
+            move |stream| {
+                let handler = Arc::clone(&handler);
+                let requests = Arc::clone(&requests);
+                tokio::spawn(async move {
+                    let _ = serve_connection(stream, handler, requests).await;
+                });
+            }
+        };
+        let tcp = tokio::spawn({
+            let serve = serve.clone();
             async move {
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let handler = Arc::clone(&handler);
-                    let requests = Arc::clone(&requests);
-                    tokio::spawn(async move {
-                        let _ = serve_connection(stream, handler, requests).await;
-                    });
+                    if let Ok((stream, _)) = listener.accept().await {
+                        serve(Box::new(stream) as Box<dyn Stream>);
+                    }
+                }
+            }
+        });
+        let unix = tokio::spawn(async move {
+            loop {
+                if let Ok((stream, _)) = unix_listener.accept().await {
+                    serve(Box::new(stream) as Box<dyn Stream>);
                 }
             }
         });
         TestServer {
             addr,
+            socket,
             handler,
             requests,
-            task,
+            tasks: [tcp, unix],
         }
+    }
+
+    /// A client whose every connection goes to this server's Unix socket, whatever the
+    /// URL says (the URL still names 127.0.0.1, so the scheme policy is unchanged).
+    /// Redirects are not followed, as in the clients the crate builds.
+    pub fn local_client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .unix_socket(self.socket.as_path())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -189,8 +234,13 @@ impl TestServer {
     }
 }
 
+/// A connection the test server answers: TCP or Unix.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
 async fn serve_connection(
-    mut stream: TcpStream,
+    mut stream: Box<dyn Stream>,
     handler: Arc<Mutex<Handler>>,
     requests: Arc<Mutex<Vec<Request>>>,
 ) -> std::io::Result<()> {
@@ -365,6 +415,11 @@ impl JwksServer {
     pub fn builder(&self) -> RemoteJwksBuilder {
         RemoteJwks::builder(self.url())
             .backoff(Duration::from_millis(50), Duration::from_millis(200))
+    }
+
+    /// [`JwksServer::builder`] over the server's Unix socket, for paused-time tests.
+    pub fn paused_builder(&self) -> RemoteJwksBuilder {
+        self.builder().http_client(self.server.local_client())
     }
 
     /// A verifier for ISS/AUD over a fresh `RemoteJwks` that has loaded the set.
@@ -707,16 +762,4 @@ pub async fn accepted(verifier: &Verifier, token: &str) -> Value {
         Ok(verified) => verified.into_claims(),
         Err(err) => panic!("token refused: {err} ({err:?})"),
     }
-}
-
-/// Polls `condition` every 10 ms for up to `limit`.
-pub async fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    condition()
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_secretsmanager::config::interceptors::{
     BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
@@ -72,8 +72,8 @@ pub fn store_for_tests(suite: &str) -> Arc<dyn KeyStore> {
 /// One request as it went on the wire: the operation and its JSON body, with
 /// `SecretString` replaced by the SHA-256 of the document (never the keys).
 #[derive(Clone, Debug)]
-struct Sent {
-    operation: String,
+pub(crate) struct Sent {
+    pub(crate) operation: String,
     body: Value,
 }
 
@@ -86,14 +86,14 @@ impl Sent {
 /// Records every attempt of every call, and can lose the answer to the next
 /// call of an operation (the server did the work; the client sees a 500 and retries).
 #[derive(Clone, Debug, Default)]
-struct Recorder {
-    sent: Arc<Mutex<Vec<Sent>>>,
+pub(crate) struct Recorder {
+    pub(crate) sent: Arc<Mutex<Vec<Sent>>>,
     lose_next_answer_of: Arc<Mutex<BTreeSet<String>>>,
     in_flight: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
-    fn sent(&self) -> Vec<Sent> {
+    pub(crate) fn sent(&self) -> Vec<Sent> {
         self.sent.lock().expect("recorder lock").clone()
     }
 
@@ -297,44 +297,169 @@ async fn an_oversized_keyset_is_refused_before_any_call() {
     assert!(recorder.sent().is_empty());
 }
 
-/// A dead endpoint (connections refused) and a black hole (connections accepted,
-/// never answered) both fail as `Unavailable`, within the configured deadline.
+/// Turns a hang into a failure; never a bound any test expects to come near.
+const HANG_GUARD: Duration = Duration::from_secs(30);
+
+/// Every call is bounded: a connect timeout, a per-attempt timeout, an overall
+/// deadline and a few retries with short backoff, on the client `connect` builds.
 #[tokio::test]
-async fn an_unreachable_store_fails_fast() {
+async fn the_store_is_built_with_bounded_timeouts_and_retries() {
+    let store = tokio::time::timeout(
+        HANG_GUARD,
+        SecretsManagerStore::connect(
+            "jwkd-test/built",
+            Some("eu-west-1"),
+            Some("http://127.0.0.1:9"),
+        ),
+    )
+    .await
+    .expect("connect hung")
+    .unwrap();
+    let config = store.client.config();
+    let timeouts = config.timeout_config().expect("a timeout config");
+    assert_eq!(timeouts.connect_timeout(), Some(Duration::from_secs(2)));
+    assert_eq!(
+        timeouts.operation_attempt_timeout(),
+        Some(Duration::from_secs(4))
+    );
+    assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(10)));
+    let retries = config.retry_config().expect("a retry config");
+    assert_eq!(
+        retries.mode(),
+        aws_sdk_secretsmanager::config::retry::RetryMode::Standard
+    );
+    assert_eq!(retries.max_attempts(), 3);
+    assert_eq!(retries.initial_backoff(), Duration::from_millis(200));
+    assert_eq!(retries.max_backoff(), Duration::from_secs(2));
+    assert_eq!(
+        store.location(),
+        "aws-secrets-manager secret jwkd-test/built in eu-west-1"
+    );
+}
+
+/// A recorded store on `endpoint` with the production retries and these
+/// timeouts (short ones: how long the production ones are is pinned above).
+fn store_with_timeouts(
+    endpoint: &str,
+    secret_id: &str,
+    attempt: Duration,
+    operation: Duration,
+) -> (SecretsManagerStore, Recorder) {
+    let recorder = Recorder::default();
+    let config = config_builder(endpoint)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(operation)
+                .build(),
+        )
+        .interceptor(recorder.clone())
+        .build();
+    (
+        SecretsManagerStore::with_config(config, secret_id),
+        recorder,
+    )
+}
+
+/// A load that must fail, within the hang guard.
+async fn failed_load(store: &SecretsManagerStore) -> StoreError {
+    tokio::time::timeout(HANG_GUARD, store.load())
+        .await
+        .expect("a load from an unreachable store hung")
+        .expect_err("a load from an unreachable store succeeded")
+}
+
+/// A dead endpoint (connections refused) is `Unavailable`, naming the secret
+/// and the cause, after exactly the configured attempts.
+#[tokio::test]
+async fn a_refused_connection_is_unavailable_after_every_attempt() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let store =
-        SecretsManagerStore::with_config(config_builder(&closed_url).build(), "jwkd-test/dead");
-    let started = Instant::now();
-    let err = store.load().await.unwrap_err();
-    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
+    let (store, recorder) = store_with_timeouts(
+        &closed_url,
+        "jwkd-test/dead",
+        Duration::from_secs(20),
+        Duration::from_secs(25),
     );
-    assert!(err.to_string().contains("jwkd-test/dead"), "{err}");
+    let err = failed_load(&store).await;
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{text}");
+    assert!(
+        text.starts_with(
+            "keyset store aws-secrets-manager secret jwkd-test/dead in us-east-1 is unavailable: \
+             cannot read the secret: dispatch failure: io error: "
+        ),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
+    let attempts = recorder.of("GetSecretValue").len();
+    assert_eq!(attempts, MAX_ATTEMPTS as usize, "{text}");
+}
 
+/// A load from a black hole (connections accepted, never answered) with these
+/// attempt and call timeouts: the error and how many attempts were sent.
+async fn black_hole_load(secret_id: &str, attempt: Duration, call: Duration) -> (String, usize) {
+    let (url, holder) = black_hole().await;
+    let (store, recorder) = store_with_timeouts(&url, secret_id, attempt, call);
+    let err = failed_load(&store).await;
+    holder.abort();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Unavailable { .. }), "{text}");
+    (text, recorder.of("GetSecretValue").len())
+}
+
+/// A black hole: each attempt ends at the attempt timeout and is retried, up
+/// to the configured attempts.
+#[tokio::test]
+async fn a_black_hole_ends_each_attempt_at_the_attempt_timeout() {
+    let (text, attempts) = black_hole_load(
+        "jwkd-test/hole",
+        Duration::from_millis(100),
+        Duration::from_secs(25),
+    )
+    .await;
+    assert_eq!(
+        text,
+        "keyset store aws-secrets-manager secret jwkd-test/hole in us-east-1 is unavailable: \
+         cannot read the secret: request has timed out: \
+         operation attempt timeout (single attempt) occurred after 100ms"
+    );
+    assert_eq!(attempts, MAX_ATTEMPTS as usize, "{text}");
+}
+
+/// A black hole with attempts longer than the call's deadline: the deadline
+/// ends the call, in its first attempt.
+#[tokio::test]
+async fn a_black_hole_ends_the_call_at_the_operation_timeout() {
+    let (text, attempts) = black_hole_load(
+        "jwkd-test/hole-deadline",
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+    )
+    .await;
+    assert_eq!(
+        text,
+        "keyset store aws-secrets-manager secret jwkd-test/hole-deadline in us-east-1 is \
+         unavailable: cannot read the secret: request has timed out: \
+         operation timeout (all attempts including retries) occurred after 200ms"
+    );
+    assert_eq!(attempts, 1, "{text}");
+}
+
+/// A listener that accepts connections and never answers: its URL, and the
+/// task that holds the connections open.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
     let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let black_hole_url = format!("http://{}", black_hole.local_addr().unwrap());
+    let url = format!("http://{}", black_hole.local_addr().unwrap());
     let holder = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((connection, _)) = black_hole.accept().await {
             held.push(connection);
         }
     });
-    let store =
-        SecretsManagerStore::with_config(config_builder(&black_hole_url).build(), "jwkd-test/hole");
-    let started = Instant::now();
-    let err = store.load().await.unwrap_err();
-    let elapsed = started.elapsed();
-    holder.abort();
-    assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
-    assert!(
-        elapsed >= ATTEMPT_TIMEOUT && elapsed <= OPERATION_TIMEOUT + Duration::from_secs(2),
-        "a black hole took {elapsed:?}; expected the attempt and operation timeouts to end it"
-    );
+    (url, holder)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -556,169 +681,4 @@ fn the_example_config_is_valid() {
             endpoint_url: None,
         }
     );
-}
-
-/// Runs `replicas` rotators on one fresh secret and counts the calls they make
-/// in a `window` that starts half a second after a rotation instant (an even
-/// second); returns the counts and the keyset stored at the end.
-async fn count_calls(
-    endpoint: &str,
-    replicas: usize,
-    schedule: &str,
-    refresh_interval: &str,
-    window: Duration,
-) -> (BTreeMap<String, usize>, Keyset) {
-    use crate::clock::SystemClock;
-    use crate::rotator::Rotator;
-    use crate::state::Shared;
-
-    let config = crate::config::Config::parse(
-        &format!(
-            r#"
-            [keys]
-            algorithms = ["ES256", "EdDSA"]
-            rotation_schedule = "{schedule}"
-            jwks_max_age = "1s"
-            clock_skew = "0s"
-            max_token_lifetime = "3s"
-            [store]
-            refresh_interval = "{refresh_interval}"
-            "#
-        ),
-        std::path::Path::new("/tmp/jwkd-aws-calls.toml"),
-    )
-    .unwrap();
-    let secret_id = unique_secret_id("calls");
-    let recorder = Recorder::default();
-    let mut tasks = Vec::new();
-    for _ in 0..replicas {
-        let store = SecretsManagerStore::with_config(
-            config_builder(endpoint)
-                .interceptor(recorder.clone())
-                .build(),
-            &secret_id,
-        );
-        let shared = Arc::new(Shared::new(config.clone()).unwrap());
-        let mut rotator = Rotator::new(Arc::new(store), Arc::new(SystemClock), shared);
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let sleep = rotator.tick().await;
-                tokio::time::sleep(sleep).await;
-            }
-        }));
-    }
-    // Let the first keys be made, then start half a second after a rotation instant.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let now = chrono::Utc::now();
-    let to_next_even_second = Duration::from_secs(2 - u64::try_from(now.timestamp() % 2).unwrap())
-        - Duration::from_nanos(u64::from(now.timestamp_subsec_nanos()));
-    tokio::time::sleep(to_next_even_second + Duration::from_millis(500)).await;
-    recorder.sent.lock().unwrap().clear();
-    tokio::time::sleep(window).await;
-    let mut counts = BTreeMap::new();
-    for sent in recorder.sent() {
-        *counts.entry(sent.operation).or_default() += 1;
-    }
-    for task in tasks {
-        task.abort();
-    }
-    let reader = SecretsManagerStore::with_config(config_builder(endpoint).build(), &secret_id);
-    (counts, reader.load().await.unwrap().keyset)
-}
-
-/// What jwkd costs in API calls: a refresh is one `GetSecretValue`; a rotation
-/// written by one replica is one `PutSecretValue` and one
-/// `UpdateSecretVersionStage`; with three replicas racing for it, each loser adds
-/// a put, a failed label move and two reads.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_calls_per_refresh_and_per_rotation() {
-    let endpoint = endpoint("api_calls_per_refresh_and_per_rotation");
-    // Three windows at once, each on its own secret: refreshes only (a daily
-    // schedule), then rotations with one and with three replicas. Each rotation
-    // window spans exactly 3 rotation instants. The lead covers the refresh
-    // interval, so a 2 s schedule with a 1 s max-age re-reads every 500 ms: the
-    // rotation windows also hold one read per refresh per replica.
-    let rotation_window = Duration::from_secs(6);
-    let (refreshes, one, three) = tokio::join!(
-        count_calls(&endpoint, 1, "0 3 * * *", "1s", Duration::from_millis(5500)),
-        count_calls(&endpoint, 1, "*/2 * * * * *", "500ms", rotation_window),
-        count_calls(&endpoint, 3, "*/2 * * * * *", "500ms", rotation_window),
-    );
-    eprintln!(
-        "API calls, 1 replica, refresh_interval 1s, 5.5 s, no rotation: {:?}",
-        refreshes.0
-    );
-    eprintln!("API calls, 1 replica, 3 rotations, 6 s: {:?}", one.0);
-    eprintln!("API calls, 3 replicas, 3 rotations, 6 s: {:?}", three.0);
-
-    let gets = refreshes.0.get("GetSecretValue").copied().unwrap_or(0);
-    assert_eq!(
-        refreshes.0.len(),
-        1,
-        "a refresh only reads: {:?}",
-        refreshes.0
-    );
-    assert!(
-        (5..=6).contains(&gets),
-        "{gets} reads in 5.5 s at one per second"
-    );
-
-    let rotations = 3;
-    // At most one read per refresh interval per replica in the 6 s window.
-    let refresh_reads = 12 + 1;
-    let one_count = |operation: &str| one.0.get(operation).copied().unwrap_or(0);
-    // One put and one label move per rotation; the SDK may resend a label
-    // move whose answer was slow (seen once on a loaded machine).
-    assert_eq!(
-        one_count("PutSecretValue"),
-        rotations,
-        "one replica: one put per rotation: {:?}",
-        one.0
-    );
-    assert!(
-        (rotations..=rotations + 1).contains(&one_count("UpdateSecretVersionStage")),
-        "one replica: one label move per rotation: {:?}",
-        one.0
-    );
-    assert!(
-        one_count("GetSecretValue") <= refresh_reads,
-        "one replica reads only to refresh: {:?}",
-        one.0
-    );
-    assert_eq!(
-        one.0.len(),
-        3,
-        "only reads, puts and label moves: {:?}",
-        one.0
-    );
-
-    let count = |operation: &str| three.0.get(operation).copied().unwrap_or(0);
-    assert!(count("PutSecretValue") <= 3 * rotations, "{:?}", three.0);
-    assert!(
-        count("UpdateSecretVersionStage") <= 3 * rotations,
-        "{:?}",
-        three.0
-    );
-    assert!(
-        count("GetSecretValue") <= 3 * refresh_reads + 2 * 2 * rotations,
-        "{:?}",
-        three.0
-    );
-    // However many replicas raced, each family got one successor per rotation.
-    for (keyset, replicas) in [(&one.1, 1), (&three.1, 3)] {
-        for alg in [Algorithm::Es256, Algorithm::EdDsa] {
-            let activations: Vec<_> = keyset
-                .keys
-                .iter()
-                .filter(|key| key.alg == alg)
-                .map(|key| key.activates_at)
-                .collect();
-            let distinct: BTreeSet<_> = activations.iter().collect();
-            assert_eq!(
-                distinct.len(),
-                activations.len(),
-                "{replicas} replicas, {alg}: two keys for one rotation: {activations:?}"
-            );
-        }
-    }
 }
