@@ -8,6 +8,7 @@ mod clocks;
 mod config_rules;
 mod hardening;
 mod interop;
+mod issuers;
 mod packaging;
 mod readme;
 mod rotation;

@@ -12,6 +12,7 @@ use super::{FAST_CONFIG, SLOW_CONFIG, hash_secret_once};
 pub struct TestConfig {
     table: Table,
     clients: Vec<Table>,
+    issuers: Vec<Table>,
 }
 
 impl TestConfig {
@@ -29,6 +30,7 @@ impl TestConfig {
         TestConfig {
             table: base.parse().expect("the base config is TOML"),
             clients: Vec::new(),
+            issuers: Vec::new(),
         }
     }
 
@@ -68,9 +70,43 @@ impl TestConfig {
         self
     }
 
+    /// An `[[issuers]]` entry named `name` for the URL `issuer`, with this
+    /// config's `[keys]` as they stand now.
+    pub fn issuer_entry(&self, name: &str, issuer: &str) -> TestIssuer {
+        let mut table = Table::new();
+        table.insert("name".to_owned(), name.into());
+        table.insert("issuer".to_owned(), issuer.into());
+        if let Some(keys) = self.table.get("keys") {
+            table.insert("keys".to_owned(), keys.clone());
+        }
+        TestIssuer {
+            table,
+            clients: Vec::new(),
+        }
+    }
+
+    /// Adds an `[[issuers]]` entry.
+    pub fn with_issuer(mut self, issuer: TestIssuer) -> TestConfig {
+        let mut table = issuer.table;
+        if !issuer.clients.is_empty() {
+            table.insert(
+                "clients".to_owned(),
+                Value::Array(issuer.clients.into_iter().map(Value::Table).collect()),
+            );
+        }
+        self.issuers.push(table);
+        self
+    }
+
     /// The config file's text.
     pub fn build(&self) -> String {
         let mut table = self.table.clone();
+        if !self.issuers.is_empty() {
+            table.insert(
+                "issuers".to_owned(),
+                Value::Array(self.issuers.iter().cloned().map(Value::Table).collect()),
+            );
+        }
         if !self.clients.is_empty() {
             table.insert(
                 "clients".to_owned(),
@@ -78,6 +114,43 @@ impl TestConfig {
             );
         }
         toml::to_string(&table).expect("a config serializes")
+    }
+}
+
+/// One `[[issuers]]` entry under construction.
+#[derive(Clone, Debug)]
+pub struct TestIssuer {
+    table: Table,
+    clients: Vec<Table>,
+}
+
+impl TestIssuer {
+    /// Sets `key = value` in the entry (`token_lifetime`, `store`...).
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> TestIssuer {
+        self.table.insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// Sets `[issuers.keys] key = value`.
+    pub fn keys(mut self, key: &str, value: impl Into<Value>) -> TestIssuer {
+        self.table
+            .entry("keys")
+            .or_insert_with(|| Value::Table(Table::new()))
+            .as_table_mut()
+            .expect("keys is a table")
+            .insert(key.to_owned(), value.into());
+        self
+    }
+
+    /// `[issuers.keys] algorithms`.
+    pub fn algorithms(self, algorithms: &[&str]) -> TestIssuer {
+        self.keys("algorithms", strings(algorithms))
+    }
+
+    /// A `[[issuers.clients]]` entry.
+    pub fn client(mut self, client: Client) -> TestIssuer {
+        self.clients.push(client.table);
+        self
     }
 }
 
