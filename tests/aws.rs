@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Timelike, Utc};
 use serde_json::{Value, json};
 
-use crate::util::{self, TestConfig, TestDir};
+use crate::util::{self, Daemon, TestConfig, TestDir};
 use proxy::{Mode, Proxy};
 use replica::Replica;
 
@@ -588,4 +588,97 @@ fn three_replicas_share_one_secret_through_kills_and_an_outage() {
         outputs(&replicas)
     );
     assert!(killer.kills >= 6, "only {} kills", killer.kills);
+}
+
+/// Two issuers on the Secrets Manager backend, two replicas: each issuer in a
+/// secret of its own (`<secret_id>/<name>`), replicas agree per issuer, no kid
+/// in both, and `jwkd keys|rotate --issuer` act on the one named.
+#[test]
+fn two_issuers_keep_a_secret_each_across_replicas() {
+    let emulator = emulator();
+    let secret_id = format!("jwkd-it/issuers-{:016x}", rand::random::<u64>());
+    let base = TestConfig::slow()
+        .algorithms(&["ES256"])
+        .issuer("https://auth.test")
+        .set("store", "backend", "aws-secrets-manager")
+        .unset("store", "path")
+        .set("store", "secret_id", secret_id.as_str())
+        .set("store", "region", "us-east-1")
+        .set("store", "endpoint_url", format!("http://{emulator}"));
+    let billing = base
+        .issuer_entry("billing", "https://auth.test/billing")
+        .algorithms(&["ES384"]);
+    let dir = TestDir::new(&base.with_issuer(billing).build());
+    let replicas: Vec<Daemon> = (0..2)
+        .map(|_| {
+            let mut cmd = util::jwkd();
+            replica::with_test_credentials(&mut cmd);
+            let mut daemon = Daemon::spawn_command(cmd, &dir.config_path());
+            daemon.wait_listening(Duration::from_secs(30));
+            daemon
+        })
+        .collect();
+    for replica in &replicas {
+        replica.wait_ready(Duration::from_secs(30));
+    }
+    let default = read_current(emulator, &secret_id)
+        .unwrap()
+        .expect("the default secret");
+    let billing = read_current(emulator, &format!("{secret_id}/billing"))
+        .unwrap()
+        .expect("billing's secret");
+    assert!(default.keys.values().all(|key| key.alg == "ES256"));
+    assert!(billing.keys.values().all(|key| key.alg == "ES384"));
+    assert_eq!(
+        (default.keys.len(), billing.keys.len()),
+        (2, 2),
+        "current and next each"
+    );
+    for replica in &replicas {
+        let served: BTreeSet<String> = replica.jwks_kids(true);
+        assert_eq!(
+            served,
+            default.keys.keys().cloned().collect::<BTreeSet<_>>()
+        );
+        let response = replica.get("/billing/.well-known/jwks.json");
+        let served = util::jwks_kids(&response, true).unwrap();
+        assert_eq!(
+            served,
+            billing.keys.keys().cloned().collect::<BTreeSet<_>>()
+        );
+    }
+
+    // The verbs name the issuer they act on.
+    let run = |verb: &str, args: &[&str]| {
+        let mut cmd = dir.cmd(verb, args);
+        replica::with_test_credentials(&mut cmd);
+        util::run_cmd(cmd, None, Duration::from_secs(30))
+    };
+    let listed = run("keys", &["--issuer", "billing", "--json"]);
+    listed.assert_code(0);
+    assert!(
+        listed.stdout.contains("ES384") && !listed.stdout.contains("ES256"),
+        "{listed}"
+    );
+    run("rotate", &["--issuer", "billing"]).assert_code(0);
+    let after = read_current(emulator, &format!("{secret_id}/billing"))
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        after.version, billing.version,
+        "billing's secret was not written"
+    );
+    assert_eq!(
+        read_current(emulator, &secret_id).unwrap().unwrap().version,
+        default.version,
+        "the default issuer's secret moved"
+    );
+    let unknown = run("keys", &["--issuer", "nope"]);
+    unknown.assert_code(2);
+    assert!(
+        unknown
+            .stderr
+            .contains("--issuer nope: no issuer of that name (there are: default, billing)"),
+        "{unknown}"
+    );
 }

@@ -116,3 +116,110 @@ fn pyjwt_verifies_our_tokens_across_rotations() {
         kids_seen.len()
     );
 }
+
+/// Two issuers on one daemon: PyJWT, reading billing's JWKS, refuses a token
+/// that claims billing but is signed with a key pulled from the default
+/// issuer, and accepts billing's own, across rotations of both.
+#[test]
+fn pyjwt_refuses_a_token_signed_by_another_issuers_key() {
+    let python = std::env::var_os("JWKD_TEST_PYTHON").unwrap_or_else(|| {
+        panic!(
+            "JWKD_TEST_PYTHON is not set: this test needs a Python with PyJWT; run \
+             ./scripts/test, which installs it into .venv, or set it to such a Python"
+        )
+    });
+    const ORDERS: &str = "https://auth.test";
+    const BILLING: &str = "https://auth.test/billing";
+    let base = TestConfig::fast()
+        .set("keys", "max_token_lifetime", "4s")
+        .issuer(ORDERS)
+        .set("issuer", "token_lifetime", "4s")
+        .client(Client::new("minter", "minter-secret").roles(&["issuer"]));
+    let billing = base
+        .issuer_entry("billing", BILLING)
+        .set("token_lifetime", "4s")
+        .client(Client::new("orders", "orders-secret").audiences(&["payments"]));
+    let dir = TestDir::new(&base.with_issuer(billing).build());
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let url = format!("http://{}/billing/.well-known/jwks.json", daemon.addr());
+    let mut verifier = Command::new(python)
+        .args(["-c", VERIFIER, &url, "payments", BILLING])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the PyJWT verifier");
+    let mut to_python = verifier.stdin.take().unwrap();
+    let mut from_python = BufReader::new(verifier.stdout.take().unwrap());
+    let mut ask = |token: &str| {
+        writeln!(to_python, "{token}").unwrap();
+        let mut answer = String::new();
+        from_python.read_line(&mut answer).unwrap();
+        answer
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // An issuer of the default issuer pulls its signing keys, afresh each time.
+    let pull = || {
+        runtime.block_on(async {
+            let source = jwkd_client::SigningKeySource::builder(
+                format!("http://{}/v1/signing-keys", daemon.addr()),
+                "minter",
+                "minter-secret",
+            )
+            .allow_http(true)
+            .build()
+            .unwrap();
+            source.ready().await.unwrap();
+            source
+        })
+    };
+    let mut forged_kids = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < deadline {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let forged = pull()
+            .sign(&serde_json::json!({
+                "iss": BILLING, "sub": "mallory", "aud": "payments", "iat": now, "exp": now + 4,
+            }))
+            .unwrap();
+        let answer = ask(&forged);
+        assert!(
+            answer.starts_with("error "),
+            "PyJWT accepted a token claiming billing signed with an orders key: {answer}"
+        );
+        forged_kids.insert(forged.split('.').next().unwrap().to_owned());
+        let response = daemon.request(
+            "POST",
+            "/billing/oauth2/token",
+            &[
+                (
+                    "Authorization",
+                    &format!("Basic {}", STANDARD.encode("orders:orders-secret")),
+                ),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            b"grant_type=client_credentials",
+        );
+        assert_eq!(response.status, 200, "{response}");
+        let genuine = response.json()["access_token"].as_str().unwrap().to_owned();
+        let answer = ask(&genuine);
+        assert!(
+            answer.starts_with("ok "),
+            "PyJWT refused billing's own token: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    drop(to_python);
+    let _ = verifier.wait();
+    assert!(
+        forged_kids.len() >= 3,
+        "the orders key should have rotated at least twice in 7 s: {} headers",
+        forged_kids.len()
+    );
+}
