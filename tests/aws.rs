@@ -600,6 +600,7 @@ fn two_issuers_keep_a_secret_each_across_replicas() {
     let base = TestConfig::slow()
         .algorithms(&["ES256"])
         .issuer("https://auth.test")
+        .client(util::Client::new("minter", "minter-secret").roles(&["issuer"]))
         .set("store", "backend", "aws-secrets-manager")
         .unset("store", "path")
         .set("store", "secret_id", secret_id.as_str())
@@ -607,7 +608,7 @@ fn two_issuers_keep_a_secret_each_across_replicas() {
         .set("store", "endpoint_url", format!("http://{emulator}"));
     let billing = base
         .issuer_entry("billing", "https://auth.test/billing")
-        .algorithms(&["ES384"]);
+        .algorithms(&["ES384", "ES256"]);
     let dir = TestDir::new(&base.with_issuer(billing).build());
     let replicas: Vec<Daemon> = (0..2)
         .map(|_| {
@@ -628,11 +629,10 @@ fn two_issuers_keep_a_secret_each_across_replicas() {
         .unwrap()
         .expect("billing's secret");
     assert!(default.keys.values().all(|key| key.alg == "ES256"));
-    assert!(billing.keys.values().all(|key| key.alg == "ES384"));
     assert_eq!(
         (default.keys.len(), billing.keys.len()),
-        (2, 2),
-        "current and next each"
+        (2, 4),
+        "current and next of each family"
     );
     for replica in &replicas {
         let served: BTreeSet<String> = replica.jwks_kids(true);
@@ -648,6 +648,49 @@ fn two_issuers_keep_a_secret_each_across_replicas() {
         );
     }
 
+    // A key pulled from the default issuer signs a token claiming billing:
+    // billing's verifier (on either replica's JWKS) refuses it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let pulled = jwkd_client::SigningKeySource::builder(
+            format!("http://{}/v1/signing-keys", replicas[0].addr()),
+            "minter",
+            "minter-secret",
+        )
+        .allow_http(true)
+        .build()
+        .unwrap();
+        pulled.ready().await.unwrap();
+        let now = Utc::now().timestamp();
+        let claims = |iss: &str| json!({"iss": iss, "sub": "mallory", "aud": "payments", "iat": now, "exp": now + 60});
+        let forged = pulled.sign(&claims("https://auth.test/billing")).unwrap();
+        let genuine = pulled.sign(&claims("https://auth.test")).unwrap();
+        for replica in &replicas {
+            let jwks = |path: &str| {
+                jwkd_client::RemoteJwks::builder(format!("http://{}{path}", replica.addr()))
+                    .allow_http(true)
+                    .build()
+                    .unwrap()
+            };
+            let billing = jwkd_client::Verifier::builder(jwks("/billing/.well-known/jwks.json"))
+                .issuer("https://auth.test/billing")
+                .audience("payments")
+                .build()
+                .unwrap();
+            let err = billing.verify::<Value>(&forged).await.unwrap_err();
+            assert!(matches!(err, jwkd_client::Error::UnknownKid { .. }), "{err}");
+            let default = jwkd_client::Verifier::builder(jwks(JWKS))
+                .issuer("https://auth.test")
+                .audience("payments")
+                .build()
+                .unwrap();
+            default.verify::<Value>(&genuine).await.unwrap();
+        }
+    });
+
     // The verbs name the issuer they act on.
     let run = |verb: &str, args: &[&str]| {
         let mut cmd = dir.cmd(verb, args);
@@ -656,9 +699,14 @@ fn two_issuers_keep_a_secret_each_across_replicas() {
     };
     let listed = run("keys", &["--issuer", "billing", "--json"]);
     listed.assert_code(0);
-    assert!(
-        listed.stdout.contains("ES384") && !listed.stdout.contains("ES256"),
-        "{listed}"
+    let listed: Vec<Value> = serde_json::from_str(&listed.stdout).expect("keys --json");
+    let listed: BTreeSet<String> = listed
+        .iter()
+        .map(|key| key["kid"].as_str().expect("kid").to_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        billing.keys.keys().cloned().collect::<BTreeSet<_>>()
     );
     run("rotate", &["--issuer", "billing"]).assert_code(0);
     let after = read_current(emulator, &format!("{secret_id}/billing"))
