@@ -277,8 +277,9 @@ fn transport_error(err: reqwest::Error, deadline: Duration) -> FetchError {
     }
 }
 
-/// The error and its causes on one line, deduplicated (reqwest repeats itself).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
+/// The error and its causes on one line, each cause once (reqwest and the AWS
+/// SDK repeat themselves). Also the daemon's, for its store errors.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

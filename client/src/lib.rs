@@ -145,6 +145,8 @@ impl Instant for tokio::time::Instant {
 }
 pub mod error;
 mod fetch;
+#[doc(hidden)]
+pub use fetch::error_chain;
 pub mod jwk;
 pub mod jwks;
 #[doc(hidden)]

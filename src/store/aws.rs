@@ -232,7 +232,8 @@ impl SecretsManagerStore {
     {
         StoreError::Unavailable {
             location: self.location(),
-            reason: format!("{what}: {}", describe(err)),
+            // Each cause once, without the `Debug` dump `DisplayErrorContext` appends.
+            reason: format!("{what}: {}", jwkd_client::error_chain(err)),
         }
     }
 
@@ -417,22 +418,6 @@ impl SecretsManagerStore {
             Ok(Some(_)) | Err(_) => Err(self.unavailable("cannot move AWSCURRENT", &err)),
         }
     }
-}
-
-/// An SDK error on one line: each cause in the chain once, without the `Debug`
-/// dump that `DisplayErrorContext` appends.
-fn describe(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The name stores use in messages.
