@@ -596,11 +596,8 @@ fn run_rotation_timeline(algorithms: &[&str], min_rotations: usize) {
     history.assert_clean(&dir, &daemon.stderr_text());
 }
 
-#[test]
-fn rotation_timeline_es256() {
-    run_rotation_timeline(&["ES256"], 5);
-}
-
+/// The one real-time run of the timeline on the binary (two families; the
+/// same checks run on a manual clock in `timeline_on_a_manual_clock`).
 #[test]
 fn rotation_timeline_es256_and_eddsa() {
     run_rotation_timeline(&["ES256", "EdDSA"], 5);
