@@ -7,6 +7,7 @@
 //! private JWK parameters the issuer endpoint hands out.
 
 mod cert;
+pub mod der;
 mod generate;
 mod sign;
 
