@@ -44,6 +44,7 @@ pub mod generator;
 pub mod http;
 pub mod keys;
 pub mod keyset;
+pub mod kms;
 pub mod logging;
 pub mod metrics;
 pub mod operation;

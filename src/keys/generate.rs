@@ -243,12 +243,17 @@ impl PrivateKey {
 
     /// The RFC 7638 JWK thumbprint (SHA-256, base64url): the key's `kid`.
     pub fn thumbprint(&self) -> String {
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            self.public.thumbprint_input().as_bytes(),
-        );
-        URL_SAFE_NO_PAD.encode(digest.as_ref())
+        thumbprint(&self.public)
     }
+}
+
+/// The RFC 7638 thumbprint of a public key, base64url: its kid.
+pub fn thumbprint(public: &JwkParams) -> String {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        public.thumbprint_input().as_bytes(),
+    );
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ mod generate;
 mod sign;
 
 pub use cert::{Certificate, self_signed_certificate};
-pub use generate::{Algorithm, KeyError, PrivateKey};
+pub use generate::{Algorithm, KeyError, PrivateKey, thumbprint};
 pub use sign::Signer;
 
 /// The daemon's algorithms are exhaustive (every family it can generate), the

@@ -1,0 +1,558 @@
+//! AWS KMS as the custodian of signing keys that no process can read: the
+//! calls jwkd makes, each bounded in time (the Secrets Manager store's
+//! timeouts and retries: throttling, 5xx and I/O errors are retried with
+//! jittered backoff) and in number (at most [`MAX_IN_FLIGHT`] at once per
+//! daemon, so a burst of token requests queues here instead of being
+//! throttled by KMS).
+//!
+//! - [`Kms::create_key`]: a fresh asymmetric key (`CreateKey`, key spec per
+//!   family), tagged with the issuer and family, its public key read back
+//!   (`GetPublicKey`), its kid (the RFC 7638 thumbprint) tagged too.
+//! - [`Kms::sign`]: `Sign` with `MessageType=RAW`, the signature as JWS wants it
+//!   (ECDSA's DER turned into `r || s`, see [`crate::keys::der`]).
+//! - [`Kms::retire`]: `DisableKey`, then `ScheduleKeyDeletion` with the
+//!   shortest pending window KMS allows.
+//! - [`Kms::keys_of`]: the keys tagged with an issuer (`ListKeys`,
+//!   `ListResourceTags`), to find keys that never made it into a stored keyset.
+
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_kms::Client;
+use aws_sdk_kms::error::SdkError;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, MessageType, SigningAlgorithmSpec, Tag};
+use jwkd_client::jwk::JwkParams;
+use tokio::sync::Semaphore;
+
+use crate::keys::Algorithm;
+use crate::keys::der::{jws_signature_from_der, public_params_from_spki};
+
+/// KMS calls one daemon has in flight at most; more wait their turn.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// The largest message `Sign` takes with `MessageType=RAW`.
+pub const MAX_RAW_MESSAGE: usize = 4096;
+
+/// The shortest pending window before KMS deletes a key, in days.
+pub const DELETION_WINDOW_DAYS: i32 = 7;
+
+/// The tag naming the issuer a key belongs to.
+pub const ISSUER_TAG: &str = "jwkd:issuer";
+/// The tag naming its family (`ES256`, `ES384`, `RS256`).
+pub const FAMILY_TAG: &str = "jwkd:family";
+/// The tag naming its kid.
+pub const KID_TAG: &str = "jwkd:kid";
+
+/// A KMS call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    /// KMS could not be reached or did not answer in time, or throttled us
+    /// through every retry: worth trying again later.
+    #[error("KMS is unavailable: {0}")]
+    Unavailable(String),
+    /// KMS answered, and the answer was not usable: a refused call, a key of
+    /// the wrong kind, a malformed public key or signature.
+    #[error("KMS: {0}")]
+    Refused(String),
+    /// The family cannot be held in KMS (EdDSA).
+    #[error("{0} keys cannot be held in KMS (KMS has no Ed25519 signing keys)")]
+    Unsupported(Algorithm),
+    /// The message is over what `Sign` takes raw.
+    #[error("the signing input is {0} bytes; KMS signs at most {MAX_RAW_MESSAGE} bytes raw")]
+    TooLarge(usize),
+}
+
+/// A key made in KMS: where it is and what verifiers see of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmsKey {
+    /// Its ARN.
+    pub arn: String,
+    /// The public JWK parameters (from `GetPublicKey`).
+    pub public: JwkParams,
+    /// The RFC 7638 thumbprint of the public key.
+    pub kid: String,
+}
+
+/// The KMS of one region (or endpoint), with bounded concurrency.
+#[derive(Clone, Debug)]
+pub struct Kms {
+    client: Client,
+    permits: Arc<Semaphore>,
+}
+
+fn key_spec(alg: Algorithm) -> Result<KeySpec, KmsError> {
+    match alg {
+        Algorithm::Es256 => Ok(KeySpec::EccNistP256),
+        Algorithm::Es384 => Ok(KeySpec::EccNistP384),
+        Algorithm::Rs256 => Ok(KeySpec::Rsa2048),
+        Algorithm::EdDsa => Err(KmsError::Unsupported(alg)),
+    }
+}
+
+fn signing_algorithm(alg: Algorithm) -> Result<SigningAlgorithmSpec, KmsError> {
+    match alg {
+        Algorithm::Es256 => Ok(SigningAlgorithmSpec::EcdsaSha256),
+        Algorithm::Es384 => Ok(SigningAlgorithmSpec::EcdsaSha384),
+        Algorithm::Rs256 => Ok(SigningAlgorithmSpec::RsassaPkcs1V15Sha256),
+        Algorithm::EdDsa => Err(KmsError::Unsupported(alg)),
+    }
+}
+
+/// An SDK error as a [`KmsError`]: service errors (KMS answered) are refusals,
+/// except throttling, which the SDK retried already; the rest (timeouts,
+/// dispatch failures) is unavailability.
+fn sdk_error<E>(what: &str, err: &SdkError<E>) -> KmsError
+where
+    E: std::error::Error + aws_sdk_kms::error::ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let text = format!("{what}: {}", jwkd_client::error_chain(err));
+    match err {
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or_default();
+            if code.contains("Throttling") || code == "KMSInternalException" {
+                KmsError::Unavailable(text)
+            } else {
+                KmsError::Refused(text)
+            }
+        }
+        _ => KmsError::Unavailable(text),
+    }
+}
+
+fn tag(key: &str, value: &str) -> Result<Tag, KmsError> {
+    Tag::builder()
+        .tag_key(key)
+        .tag_value(value)
+        .build()
+        .map_err(|err| KmsError::Refused(format!("tag {key}: {err}")))
+}
+
+impl Kms {
+    /// The KMS of `region` (else the standard chain's), at `endpoint_url` if
+    /// given (an emulator or a VPC endpoint), with credentials from the
+    /// standard AWS chain.
+    ///
+    /// # Errors
+    /// [`KmsError::Unavailable`] when no region is configured anywhere.
+    pub async fn connect(
+        region: Option<&str>,
+        endpoint_url: Option<&str>,
+    ) -> Result<Kms, KmsError> {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region.to_owned()));
+        }
+        let sdk_config = loader.load().await;
+        if sdk_config.region().is_none() {
+            return Err(KmsError::Unavailable(
+                "no AWS region: set kms.region, AWS_REGION or a region in the AWS profile".into(),
+            ));
+        }
+        let mut builder = aws_sdk_kms::config::Builder::from(&sdk_config)
+            .timeout_config(crate::store::aws::timeout_config())
+            .retry_config(crate::store::aws::retry_config());
+        if let Some(endpoint_url) = endpoint_url {
+            builder = builder.endpoint_url(endpoint_url);
+        }
+        Ok(Kms::with_config(builder.build()))
+    }
+
+    /// A KMS over a client built from `config` as it is (tests: static
+    /// credentials, an emulator).
+    pub fn with_config(config: aws_sdk_kms::Config) -> Kms {
+        Kms {
+            client: Client::from_conf(config),
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // The semaphore is never closed.
+        self.permits
+            .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("the KMS semaphore is never closed"))
+    }
+
+    /// Makes a key of family `alg` for `issuer`, tagged with both, reads its
+    /// public key back and tags it with its kid.
+    ///
+    /// # Errors
+    /// [`KmsError::Unsupported`] for EdDSA; the failed call's error otherwise.
+    /// A key created before a later call failed is retired again, so that it
+    /// does not linger (best effort: [`Kms::keys_of`] finds it otherwise).
+    pub async fn create_key(&self, alg: Algorithm, issuer: &str) -> Result<KmsKey, KmsError> {
+        let spec = key_spec(alg)?;
+        let _permit = self.permit().await;
+        let created = self
+            .client
+            .create_key()
+            .key_spec(spec)
+            .key_usage(KeyUsageType::SignVerify)
+            .description(format!("jwkd signing key of issuer {issuer}, family {alg}"))
+            .tags(tag(ISSUER_TAG, issuer)?)
+            .tags(tag(FAMILY_TAG, alg.name())?)
+            .send()
+            .await
+            .map_err(|err| sdk_error("CreateKey", &err))?;
+        let arn = created
+            .key_metadata()
+            .and_then(|metadata| metadata.arn())
+            .ok_or_else(|| KmsError::Refused("CreateKey answered without a key ARN".into()))?
+            .to_owned();
+        match self.describe(&arn, alg).await {
+            Ok(key) => Ok(key),
+            Err(err) => {
+                // Never used: do not leave it behind.
+                let _ = self.retire_with_permit(&arn).await;
+                Err(err)
+            }
+        }
+    }
+
+    async fn describe(&self, arn: &str, alg: Algorithm) -> Result<KmsKey, KmsError> {
+        let public = self
+            .client
+            .get_public_key()
+            .key_id(arn)
+            .send()
+            .await
+            .map_err(|err| sdk_error("GetPublicKey", &err))?;
+        let spki = public
+            .public_key()
+            .ok_or_else(|| KmsError::Refused("GetPublicKey answered without a key".into()))?;
+        let params = public_params_from_spki(alg, spki.as_ref())
+            .map_err(|err| KmsError::Refused(format!("GetPublicKey of {arn}: {err}")))?;
+        let kid = crate::keys::thumbprint(&params);
+        self.client
+            .tag_resource()
+            .key_id(arn)
+            .tags(tag(KID_TAG, &kid)?)
+            .send()
+            .await
+            .map_err(|err| sdk_error("TagResource", &err))?;
+        Ok(KmsKey {
+            arn: arn.to_owned(),
+            public: params,
+            kid,
+        })
+    }
+
+    /// Signs `message` (a JWS signing input) with the key `arn` of family
+    /// `alg`; the signature is as JWS wants it.
+    ///
+    /// # Errors
+    /// [`KmsError::TooLarge`] over [`MAX_RAW_MESSAGE`] bytes; the call's error
+    /// otherwise, or a signature that is not one of `alg`'s.
+    pub async fn sign(
+        &self,
+        arn: &str,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        let algorithm = signing_algorithm(alg)?;
+        if message.len() > MAX_RAW_MESSAGE {
+            return Err(KmsError::TooLarge(message.len()));
+        }
+        let _permit = self.permit().await;
+        let signed = self
+            .client
+            .sign()
+            .key_id(arn)
+            .message(Blob::new(message))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(algorithm)
+            .send()
+            .await
+            .map_err(|err| sdk_error("Sign", &err))?;
+        let signature = signed
+            .signature()
+            .ok_or_else(|| KmsError::Refused("Sign answered without a signature".into()))?
+            .as_ref();
+        match alg {
+            Algorithm::Es256 | Algorithm::Es384 => jws_signature_from_der(alg, signature)
+                .map_err(|err| KmsError::Refused(format!("Sign with {arn}: {err}"))),
+            _ => Ok(signature.to_vec()),
+        }
+    }
+
+    /// Disables the key `arn` and schedules its deletion after the shortest
+    /// window KMS allows: for a key whose tokens have all expired, or that was
+    /// revoked, or that never made it into a stored keyset.
+    ///
+    /// # Errors
+    /// The failed call's error. A key already pending deletion is no error.
+    pub async fn retire(&self, arn: &str) -> Result<(), KmsError> {
+        let _permit = self.permit().await;
+        self.retire_with_permit(arn).await
+    }
+
+    async fn retire_with_permit(&self, arn: &str) -> Result<(), KmsError> {
+        let described = self
+            .client
+            .describe_key()
+            .key_id(arn)
+            .send()
+            .await
+            .map_err(|err| sdk_error("DescribeKey", &err))?;
+        let metadata = described.key_metadata();
+        let state = metadata.and_then(|metadata| metadata.key_state());
+        // The key's id rather than its ARN: some KMS implementations (the
+        // emulator) take only the id for these two calls.
+        let id = metadata.map_or(arn, |metadata| metadata.key_id());
+        match state {
+            // Retired already (a crash between the calls, a second replica).
+            Some(KeyState::PendingDeletion) => return Ok(()),
+            Some(KeyState::Disabled) => {}
+            _ => {
+                self.client
+                    .disable_key()
+                    .key_id(id)
+                    .send()
+                    .await
+                    .map_err(|err| sdk_error("DisableKey", &err))?;
+            }
+        }
+        self.client
+            .schedule_key_deletion()
+            .key_id(id)
+            .pending_window_in_days(DELETION_WINDOW_DAYS)
+            .send()
+            .await
+            .map_err(|err| sdk_error("ScheduleKeyDeletion", &err))?;
+        Ok(())
+    }
+
+    /// The ARNs of the keys tagged with `issuer` that are not pending deletion.
+    ///
+    /// # Errors
+    /// The failed call's error.
+    pub async fn keys_of(&self, issuer: &str) -> Result<Vec<String>, KmsError> {
+        let _permit = self.permit().await;
+        let mut keys = Vec::new();
+        let mut marker = None;
+        loop {
+            let page = self
+                .client
+                .list_keys()
+                .set_marker(marker.take())
+                .send()
+                .await
+                .map_err(|err| sdk_error("ListKeys", &err))?;
+            for entry in page.keys() {
+                let (Some(id), Some(arn)) = (entry.key_id(), entry.key_arn()) else {
+                    continue;
+                };
+                let tags = self
+                    .client
+                    .list_resource_tags()
+                    .key_id(id)
+                    .send()
+                    .await
+                    .map_err(|err| sdk_error("ListResourceTags", &err))?;
+                let ours = tags
+                    .tags()
+                    .iter()
+                    .any(|tag| tag.tag_key() == ISSUER_TAG && tag.tag_value() == issuer);
+                if !ours {
+                    continue;
+                }
+                let metadata = self
+                    .client
+                    .describe_key()
+                    .key_id(id)
+                    .send()
+                    .await
+                    .map_err(|err| sdk_error("DescribeKey", &err))?;
+                let pending = metadata
+                    .key_metadata()
+                    .and_then(|metadata| metadata.key_state())
+                    == Some(&KeyState::PendingDeletion);
+                if !pending {
+                    keys.push(arn.to_owned());
+                }
+            }
+            match page.next_marker() {
+                Some(next) if page.truncated() => marker = Some(next.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_config::BehaviorVersion;
+    use aws_sdk_kms::config::Credentials;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::store::aws::tests::endpoint;
+
+    /// The emulator's KMS (the one `scripts/test` starts for Secrets Manager).
+    fn kms(suite: &str) -> Kms {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
+            .endpoint_url(endpoint(suite))
+            .timeout_config(crate::store::aws::timeout_config())
+            .retry_config(crate::store::aws::retry_config())
+            .build();
+        Kms::with_config(config)
+    }
+
+    fn issuer() -> String {
+        format!("test-{:016x}", rand::random::<u64>())
+    }
+
+    /// A compact JWS of `claims` signed in KMS with `key`.
+    async fn token(kms: &Kms, key: &KmsKey, alg: Algorithm, claims: &Value) -> String {
+        let b64 = |bytes: &[u8]| {
+            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+        };
+        let header = json!({"alg": alg.name(), "kid": key.kid, "typ": "JWT"});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let signature = kms.sign(&key.arn, alg, input.as_bytes()).await.unwrap();
+        format!("{input}.{}", b64(&signature))
+    }
+
+    /// Keys of every family KMS holds sign tokens that jwkd-client verifies
+    /// with the public JWK read back from KMS, its kid the thumbprint; ECDSA
+    /// signatures whose `r` or `s` has leading zero bytes among them.
+    #[tokio::test]
+    async fn kms_keys_sign_tokens_that_verify_with_their_public_jwk() {
+        let kms = kms("kms_keys_sign_tokens_that_verify_with_their_public_jwk");
+        let issuer = issuer();
+        let now = chrono::Utc::now().timestamp();
+        // ES256 until a short r or s has come by (one signature in 128 or so),
+        // at most 3,000; the others a few each.
+        for (alg, tokens) in [
+            (Algorithm::Es256, 3000),
+            (Algorithm::Es384, 20),
+            (Algorithm::Rs256, 3),
+        ] {
+            let key = kms.create_key(alg, &issuer).await.unwrap();
+            assert_eq!(crate::keys::thumbprint(&key.public), key.kid);
+            let mut jwk = serde_json::to_value(&key.public).unwrap();
+            jwk["kid"] = json!(key.kid);
+            jwk["alg"] = json!(alg.name());
+            jwk["use"] = json!("sig");
+            let keys =
+                jwkd_client::KeySet::from_json(json!({"keys": [jwk]}).to_string().as_bytes())
+                    .unwrap();
+            let verifier = jwkd_client::Verifier::builder(keys)
+                .issuer(&issuer)
+                .audience("payments")
+                .build()
+                .unwrap();
+            let mut short = 0;
+            for n in 0..tokens {
+                let claims = json!({"iss": issuer, "aud": "payments", "sub": n, "iat": now, "exp": now + 60});
+                let token = token(&kms, &key, alg, &claims).await;
+                let signature = token.rsplit('.').next().unwrap();
+                let signature = base64::Engine::decode(
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                    signature,
+                )
+                .unwrap();
+                if alg != Algorithm::Rs256 {
+                    let width = signature.len() / 2;
+                    short += usize::from(signature[0] == 0 || signature[width] == 0);
+                }
+                verifier
+                    .verify::<Value>(&token)
+                    .await
+                    .unwrap_or_else(|err| panic!("{alg} token {n}: {err}"));
+                if alg == Algorithm::Es256 && short > 0 {
+                    break;
+                }
+            }
+            if alg == Algorithm::Es256 {
+                assert!(
+                    short > 0,
+                    "{alg}: no signature with a short r or s in {tokens}"
+                );
+            }
+            kms.retire(&key.arn).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_of_an_issuer_are_found_and_retired_keys_are_not() {
+        let kms = kms("keys_of_an_issuer_are_found_and_retired_keys_are_not");
+        let (mine, other) = (issuer(), issuer());
+        let first = kms.create_key(Algorithm::Es256, &mine).await.unwrap();
+        let second = kms.create_key(Algorithm::Es384, &mine).await.unwrap();
+        let theirs = kms.create_key(Algorithm::Es256, &other).await.unwrap();
+        let mut found = kms.keys_of(&mine).await.unwrap();
+        found.sort();
+        let mut expected = vec![first.arn.clone(), second.arn.clone()];
+        expected.sort();
+        assert_eq!(found, expected);
+        kms.retire(&first.arn).await.unwrap();
+        // Retiring twice is no error: a crash between the two calls is retried.
+        kms.retire(&first.arn).await.unwrap();
+        assert_eq!(kms.keys_of(&mine).await.unwrap(), vec![second.arn.clone()]);
+        for key in [second, theirs] {
+            kms.retire(&key.arn).await.unwrap();
+        }
+        assert!(kms.keys_of(&mine).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_kms_cannot_do_is_said_before_any_call() {
+        // No emulator needed: nothing is sent.
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        let kms = Kms::with_config(config);
+        let err = kms.create_key(Algorithm::EdDsa, "x").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "EdDSA keys cannot be held in KMS (KMS has no Ed25519 signing keys)"
+        );
+        let err = kms
+            .sign("arn", Algorithm::Es256, &[0; MAX_RAW_MESSAGE + 1])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the signing input is 4097 bytes; KMS signs at most 4096 bytes raw"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_kms_is_unavailable_not_refused() {
+        let config = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
+            .endpoint_url("http://127.0.0.1:9")
+            .timeout_config(crate::store::aws::timeout_config())
+            .retry_config(crate::store::aws::retry_config())
+            .build();
+        let kms = Kms::with_config(config);
+        let err = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            kms.sign("arn", Algorithm::Es256, b"x"),
+        )
+        .await
+        .expect("bounded by the SDK's timeouts")
+        .unwrap_err();
+        assert!(matches!(err, KmsError::Unavailable(_)), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("KMS is unavailable: Sign: dispatch failure"),
+            "{err}"
+        );
+    }
+}
