@@ -17,7 +17,6 @@
 
 use std::sync::Arc;
 
-use aws_config::{BehaviorVersion, Region};
 use aws_sdk_kms::Client;
 use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::primitives::Blob;
@@ -139,16 +138,11 @@ impl Kms {
         region: Option<&str>,
         endpoint_url: Option<&str>,
     ) -> Result<Kms, KmsError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region.to_owned()));
-        }
-        let sdk_config = loader.load().await;
-        if sdk_config.region().is_none() {
+        let Some(sdk_config) = crate::store::aws::sdk_config(region).await else {
             return Err(KmsError::Unavailable(
                 "no AWS region: set kms.region, AWS_REGION or a region in the AWS profile".into(),
             ));
-        }
+        };
         let mut builder = aws_sdk_kms::config::Builder::from(&sdk_config)
             .timeout_config(crate::store::aws::timeout_config())
             .retry_config(crate::store::aws::retry_config());
@@ -383,7 +377,7 @@ impl Kms {
 
 #[cfg(test)]
 mod tests {
-    use aws_config::BehaviorVersion;
+    use aws_config::{BehaviorVersion, Region};
     use aws_sdk_kms::config::Credentials;
     use serde_json::{Value, json};
 

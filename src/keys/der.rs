@@ -95,6 +95,17 @@ impl<'a> Reader<'a> {
         Ok(value)
     }
 
+    /// A reader over the contents of the element that must be all that is
+    /// left, with `tag`.
+    fn only(&mut self, tag: u8, name: &str) -> Result<Reader<'a>, DerError> {
+        let input = self.next(tag, name)?;
+        self.finish(name)?;
+        Ok(Reader {
+            what: self.what,
+            input,
+        })
+    }
+
     fn finish(&self, name: &str) -> Result<(), DerError> {
         if self.input.is_empty() {
             Ok(())
@@ -140,12 +151,7 @@ pub fn jws_signature_from_der(alg: Algorithm, der: &[u8]) -> Result<Vec<u8>, Der
     let Some(width) = ecdsa_width(alg) else {
         return outer.fail(format!("{alg} signatures are not DER"));
     };
-    let sequence = outer.next(SEQUENCE, "signature sequence")?;
-    outer.finish("signature sequence")?;
-    let mut inner = Reader {
-        what: "ECDSA signature",
-        input: sequence,
-    };
+    let mut inner = outer.only(SEQUENCE, "signature sequence")?;
     let mut signature = vec![0; 2 * width];
     for (idx, name) in ["r", "s"].into_iter().enumerate() {
         let value = inner.unsigned(name)?;
@@ -176,12 +182,7 @@ pub fn public_params_from_spki(alg: Algorithm, spki: &[u8]) -> Result<JwkParams,
         what: "public key",
         input: spki,
     };
-    let info = outer.next(SEQUENCE, "SubjectPublicKeyInfo")?;
-    outer.finish("SubjectPublicKeyInfo")?;
-    let mut info = Reader {
-        what: "public key",
-        input: info,
-    };
+    let mut info = outer.only(SEQUENCE, "SubjectPublicKeyInfo")?;
     let algorithm = info.next(SEQUENCE, "algorithm identifier")?;
     let key = info.next(BIT_STRING, "subjectPublicKey")?;
     info.finish("subjectPublicKey")?;
@@ -236,12 +237,7 @@ pub fn public_params_from_spki(alg: Algorithm, spki: &[u8]) -> Result<JwkParams,
                 what: "public key",
                 input: key,
             };
-            let sequence = key.next(SEQUENCE, "RSA public key")?;
-            key.finish("RSA public key")?;
-            let mut rsa = Reader {
-                what: "public key",
-                input: sequence,
-            };
+            let mut rsa = key.only(SEQUENCE, "RSA public key")?;
             let n = rsa.unsigned("modulus")?;
             let e = rsa.unsigned("exponent")?;
             rsa.finish("exponent")?;

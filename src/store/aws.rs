@@ -170,6 +170,19 @@ pub fn retry_config() -> RetryConfig {
         .with_max_backoff(MAX_BACKOFF)
 }
 
+/// The AWS SDK's shared configuration, with credentials from the standard
+/// chain (environment, profile, web identity, ECS, IMDS) and the region from
+/// `region`, else that chain; `None` when no region is configured anywhere.
+/// For Secrets Manager and for KMS.
+pub async fn sdk_config(region: Option<&str>) -> Option<aws_config::SdkConfig> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    let sdk_config = loader.load().await;
+    sdk_config.region().is_some().then_some(sdk_config)
+}
+
 impl SecretsManagerStore {
     /// A store for `secret_id` (a name or an ARN), with credentials from the
     /// standard AWS chain (environment, profile, web identity, ECS, IMDS) and
@@ -182,19 +195,14 @@ impl SecretsManagerStore {
         region: Option<&str>,
         endpoint_url: Option<&str>,
     ) -> Result<SecretsManagerStore, StoreError> {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = region {
-            loader = loader.region(Region::new(region.to_owned()));
-        }
-        let sdk_config = loader.load().await;
-        if sdk_config.region().is_none() {
+        let Some(sdk_config) = sdk_config(region).await else {
             return Err(StoreError::Unavailable {
                 location: location(secret_id, None),
                 reason:
                     "no AWS region: set store.region, AWS_REGION or a region in the AWS profile"
                         .into(),
             });
-        }
+        };
         // The endpoint override is for Secrets Manager only (an emulator or a VPC
         // endpoint), not for the STS or SSO calls of the credential chain.
         let mut builder = aws_sdk_secretsmanager::config::Builder::from(&sdk_config)
