@@ -7,8 +7,8 @@ use base64::Engine as _;
 use chrono::{DateTime, Days, NaiveTime, TimeDelta, Utc};
 
 use crate::util::{
-    self, Key, SLOW_CONFIG, TestDir, hash_secret, jwkd, one_current_per_family, replace_once,
-    run_cmd, show_keys, with_algorithms,
+    self, Key, SLOW_CONFIG, TestConfig, TestDir, hash_secret, jwkd, one_current_per_family,
+    replace_once, run_cmd, show_keys, with_algorithms,
 };
 
 /// The next `n` fire times of the cron `0 3 * * *` (03:00 UTC daily) strictly after `now`.
@@ -387,5 +387,76 @@ fn serve_says_in_one_line_what_it_runs_and_every_address_it_listens_on() {
         output.matches("listening on").count(),
         1,
         "one line names the addresses\n{output}"
+    );
+}
+
+/// The verbs act on the issuer `--issuer` names, on its own keyset file; an
+/// unknown name is a usage error that lists the names there are.
+#[test]
+fn verbs_act_on_the_issuer_they_name() {
+    let base = TestConfig::slow().issuer("https://auth.test");
+    let billing = base
+        .issuer_entry("billing", "https://auth.test/billing")
+        .algorithms(&["ES384"]);
+    let dir = TestDir::new(&base.with_issuer(billing).build());
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    drop(daemon);
+    let check = dir.run("check-config", &[]);
+    check.assert_code(0);
+    assert!(
+        check.stdout.contains("issuer default (https://auth.test):")
+            && check
+                .stdout
+                .contains("issuer billing (https://auth.test/billing):")
+            && check.stdout.contains("ES384 (default):"),
+        "{check}"
+    );
+    let keys_of = |issuer: &str| -> Vec<Key> {
+        let listed = dir.run("keys", &["--json", "--issuer", issuer]);
+        listed.assert_code(0);
+        let raw: Vec<serde_json::Value> = serde_json::from_str(&listed.stdout).unwrap();
+        Key::parse_all(&raw).unwrap()
+    };
+    let default_before = dir.keys();
+    assert_eq!(keys_of("default").len(), default_before.len());
+    let billing_before = keys_of("billing");
+    assert!(
+        billing_before.iter().all(|key| key.alg == "ES384"),
+        "{billing_before:?}"
+    );
+    assert!(dir.path().join("keyset.billing.json").exists());
+
+    // Revoking billing's next key, by billing; the default issuer does not know it.
+    let next = billing_before
+        .iter()
+        .find(|key| key.state == "next")
+        .expect("a next key")
+        .kid
+        .clone();
+    let refused = dir.run("revoke", &[&next]);
+    refused.assert_code(1);
+    dir.run("revoke", &[&next, "--issuer", "billing"])
+        .assert_code(0);
+    let billing_after = keys_of("billing");
+    assert!(
+        billing_after
+            .iter()
+            .any(|key| key.kid == next && key.state == "revoked"),
+        "{billing_after:?}"
+    );
+    assert_eq!(
+        dir.keys(),
+        default_before,
+        "the default issuer's keys moved"
+    );
+
+    let unknown = dir.run("rotate", &["--issuer", "nope"]);
+    unknown.assert_code(2);
+    assert!(
+        unknown
+            .stderr
+            .contains("--issuer nope: no issuer of that name (there are: default, billing)"),
+        "{unknown}"
     );
 }
