@@ -147,7 +147,7 @@ fn load_config(
     clock: &dyn Clock,
 ) -> Result<Config, ConfigError> {
     let path = env.resolve_config_path(flag);
-    Config::load_at(&path, clock.now())
+    Config::load(&path, clock.now())
 }
 
 /// The issuer of `config` that `--issuer` names (the default one without it).
@@ -317,7 +317,7 @@ async fn reload_on_signal(
             Some(()) = reload.recv() => {
                 crate::runtime::notify_reloading();
                 tracing::info!("SIGHUP: re-reading {}", config_file.display());
-                let config = match Config::load_at(config_file, clock.now()) {
+                let config = match Config::load(config_file, clock.now()) {
                     Ok(config) => config,
                     Err(err) => {
                         for problem in err.lines() {

@@ -262,7 +262,7 @@ mod tests {
         let billing = metrics.for_issuer("billing");
         default.tokens_issued.inc();
         billing.rotations.inc_by(2);
-        let now = Utc::now();
+        let now = crate::config::test_time();
         let mut keyset = crate::store::contract::keyset(&[crate::keys::Algorithm::Es256]);
         keyset.keys[0].activates_at = now - chrono::Duration::seconds(6);
         let clock = ClockView::default();

@@ -173,9 +173,10 @@ impl TokenSource {
                 Ok(token)
             }
             Err(err) => {
-                *retry_after = Some(crate::later(Instant::now(), RETRY_AFTER_FAILURE));
+                let failed_at = Instant::now();
+                *retry_after = Some(crate::later(failed_at, RETRY_AFTER_FAILURE));
                 match cached {
-                    Some(token) if Instant::now() < token.usable_until => {
+                    Some(token) if failed_at < token.usable_until => {
                         tracing::warn!("token renewal failed, using the cached token: {err}");
                         Ok(AccessToken::clone(&token))
                     }

@@ -384,7 +384,8 @@ mod tests {
     const FILE: &str = "/etc/jwkd/jwkd.toml";
 
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new(FILE)).map_err(|err| err.to_string())
+        Config::parse(text, Path::new(FILE), crate::config::test_time())
+            .map_err(|err| err.to_string())
     }
 
     const TWO: &str = r#"

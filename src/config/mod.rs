@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - this file: [`Config`] and its sections, [`Config::load`] and
-//!   [`Config::parse`], and [`ConfigError`];
+//!   [`Config::parse`] (both at a time the caller's clock gives), and [`ConfigError`];
 //! - `env.rs`: where the file comes from (`--config`, `$JWKD_CONFIG`,
 //!   [`DEFAULT_PATH`]) and the embedded reference file behind every default;
 //! - `names.rs`: the sections and keys a file may use, and what a misspelled
@@ -322,37 +322,18 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError`] with every problem found, or the I/O error reading the file.
-    pub fn load_at(path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|err| {
             ConfigError::one(path, "", format!("cannot read the config file: {err}"))
         })?;
-        Config::parse_at(&text, path, now)
-    }
-
-    /// [`Config::load_at`] now by the system clock: for callers with no clock
-    /// of their own (tests); the daemon and the verbs pass their [`Clock`]'s.
-    ///
-    /// [`Clock`]: crate::clock::Clock
-    ///
-    /// # Errors
-    /// As [`Config::load_at`].
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        Config::load_at(path, Utc::now())
-    }
-
-    /// [`Config::parse_at`] now by the system clock (see [`Config::load`]).
-    ///
-    /// # Errors
-    /// As [`Config::parse_at`].
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        Config::parse_at(text, path, Utc::now())
+        Config::parse(&text, path, now)
     }
 
     /// Validates config text as if it were read from `path` at `now`.
     ///
     /// # Errors
     /// [`ConfigError`] with every problem found.
-    pub fn parse_at(text: &str, path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
+    pub fn parse(text: &str, path: &Path, now: DateTime<Utc>) -> Result<Config, ConfigError> {
         let table: toml::Table = text.parse().map_err(|err: toml::de::Error| {
             let location = err
                 .span()
@@ -389,6 +370,13 @@ impl Config {
     }
 }
 
+/// The time config tests are read at (a Sunday noon; the daily rotation is at 03:00).
+#[cfg(test)]
+pub(crate) fn test_time() -> DateTime<Utc> {
+    use chrono::TimeZone as _;
+    Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0).unwrap()
+}
+
 /// The config the tests above the reader run on: `algorithms` rotated every
 /// 2 s, tokens of at most 2 s, a 1 s JWKS max-age, no skew, the store re-read
 /// every 500 ms (so the lead is 1.5 s), listening on `127.0.0.1:0`.
@@ -417,7 +405,7 @@ pub(crate) fn fast_config_for_test(algorithms: &[&str]) -> Config {
 /// of every part of the reader.
 #[cfg(test)]
 fn parse_for_test(text: &str) -> Result<Config, ConfigError> {
-    Config::parse(text, Path::new("/etc/jwkd/test.toml"))
+    Config::parse(text, Path::new("/etc/jwkd/test.toml"), test_time())
 }
 
 #[cfg(test)]

@@ -486,8 +486,9 @@ mod tests {
         )
         .unwrap();
         let policy = config.policy();
-        let far = chrono::Utc::now() + policy.lead + policy.retention + policy.skew;
-        assert!(far > chrono::Utc::now());
+        let read_at = crate::config::test_time();
+        let far = read_at + policy.lead + policy.retention + policy.skew;
+        assert!(far > read_at);
     }
 
     #[test]

@@ -273,7 +273,8 @@ mod tests {
     #[test]
     fn stored_key_sizes_are_upper_bounds_of_real_keys() {
         use crate::timeline::KeyMaker;
-        let now = chrono::Utc::now();
+        // With nanoseconds, as a real clock writes them: the widest timestamps.
+        let now = crate::config::test_time() + chrono::Duration::nanoseconds(123_456_789);
         for alg in Algorithm::ALL {
             for x5c in [false, true] {
                 let mut maker = crate::generator::Generator {

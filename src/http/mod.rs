@@ -580,8 +580,12 @@ mod tests {
     /// Issuers served under these prefixes, with no state behind them: enough to
     /// find targets and labels.
     fn issuers(prefixes: &[(&str, &str)]) -> Arc<Issuers> {
-        let config = crate::config::Config::parse("", std::path::Path::new("/etc/jwkd/t.toml"))
-            .unwrap_or_else(|err| panic!("{err}"));
+        let config = crate::config::Config::parse(
+            "",
+            std::path::Path::new("/etc/jwkd/t.toml"),
+            crate::config::test_time(),
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
         let common = Arc::new(Common::new(&config, Arc::new(crate::clock::SystemClock)));
         let apis = prefixes
             .iter()

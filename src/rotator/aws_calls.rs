@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock as _, SystemClock};
 use crate::keys::Algorithm;
 use crate::keyset::Keyset;
 use crate::rotator::Rotator;
@@ -40,6 +40,7 @@ async fn count_calls(
             "#
         ),
         std::path::Path::new("/tmp/jwkd-aws-calls.toml"),
+        SystemClock.now(),
     )
     .unwrap();
     let secret_id = unique_secret_id("calls");
@@ -63,7 +64,8 @@ async fn count_calls(
     }
     // Let the first keys be made, then start half a second after a rotation instant.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let now = chrono::Utc::now();
+    // The rotators' clock: they rotate on its even seconds.
+    let now = SystemClock.now();
     let to_next_even_second = Duration::from_secs(2 - u64::try_from(now.timestamp() % 2).unwrap())
         - Duration::from_nanos(u64::from(now.timestamp_subsec_nanos()));
     tokio::time::sleep(to_next_even_second + Duration::from_millis(500)).await;

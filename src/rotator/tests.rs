@@ -69,6 +69,7 @@ fn daily_config(keys: &str, refresh_interval: &str) -> Config {
              [store]\nrefresh_interval = \"{refresh_interval}\"\n"
         ),
         std::path::Path::new("/tmp/jwkd-test.toml"),
+        crate::config::test_time(),
     )
     .unwrap()
 }
@@ -199,7 +200,7 @@ async fn beyond_the_skew_nothing_is_written_the_reason_is_served_and_writes_resu
     clock.set(start + chrono::Duration::days(3));
     // The store stamps its answers with `start`: ours reads three days later.
     *store.store_stamp.lock().unwrap() = Some(crate::clock::StoreStamp::after(
-        std::time::Instant::now(),
+        tokio::time::Instant::now().into_std(),
         start,
         chrono::Duration::milliseconds(1),
     ));

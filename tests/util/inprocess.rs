@@ -87,7 +87,7 @@ impl InProcess {
             })
             .build()
             .expect("a tokio runtime");
-        let config = Config::load(&dir.config_path())
+        let config = Config::load(&dir.config_path(), start)
             .unwrap_or_else(|err| panic!("test bug: the config does not load: {err}"));
         let clock = Arc::new(ManualClock::new(start));
         let stores: Arc<dyn Stores> = match &memory {
@@ -169,7 +169,7 @@ impl InProcess {
     /// the status line once the keyset was re-read and published.
     pub fn reload(&self, config: &str) -> String {
         self.dir.write("jwkd.toml", config);
-        let config = Config::load(&self.dir.config_path())
+        let config = Config::load(&self.dir.config_path(), self.clock.now())
             .unwrap_or_else(|err| panic!("test bug: the new config does not load: {err}"));
         self.block_on(self.daemon().reload(config))
             .unwrap_or_else(|| panic!("the daemon stopped during a reload\n{}", self.logs()))

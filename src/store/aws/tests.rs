@@ -672,7 +672,8 @@ async fn a_secret_created_empty_is_filled_and_a_corrupt_one_is_named() {
 fn the_example_config_is_valid() {
     let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/aws.toml"));
     let text = std::fs::read_to_string(path).unwrap();
-    let config = crate::config::Config::parse(&text, path).unwrap_or_else(|err| panic!("{err}"));
+    let config = crate::config::Config::parse(&text, path, crate::config::test_time())
+        .unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(
         config.store.backend,
         crate::config::Backend::AwsSecretsManager {
