@@ -107,7 +107,7 @@ pub struct Common {
     pub metrics: Metrics,
     /// The per-source allowance of full credential checks: one allowance per
     /// source whichever issuer it asks, so more issuers are no more guesses.
-    pub throttle: Arc<crate::throttle::Throttle>,
+    pub throttle: crate::throttle::Throttle,
     /// The wall clock the handlers read (the rotators', in the daemon).
     pub clock: Arc<dyn Clock>,
 }
@@ -120,10 +120,10 @@ impl Common {
         };
         Common {
             metrics: Metrics::new(),
-            throttle: Arc::new(crate::throttle::Throttle::new(
+            throttle: crate::throttle::Throttle::new(
                 allowance(config.server.auth_checks_per_minute),
                 allowance(config.server.auth_checks_per_client_per_minute),
-            )),
+            ),
             clock,
         }
     }
@@ -143,13 +143,9 @@ pub struct Shared {
     pub auth: ArcSwap<Authenticator>,
     /// This issuer's counters.
     pub metrics: IssuerMetrics,
-    /// What all issuers share.
+    /// What all issuers share: the metrics registry, the throttle (kept across
+    /// reloads), the clock the handlers read.
     pub common: Arc<Common>,
-    /// The per-source allowance of full credential checks (kept across reloads,
-    /// shared by all issuers).
-    pub throttle: Arc<crate::throttle::Throttle>,
-    /// The wall clock the handlers read (the rotator's, in the daemon).
-    pub clock: Arc<dyn Clock>,
 }
 
 impl Shared {
@@ -186,8 +182,6 @@ impl Shared {
             store_status: ArcSwap::from_pointee(StoreStatus::default()),
             auth: ArcSwap::from_pointee(Authenticator::new(&config.clients)?),
             metrics: common.metrics.for_issuer(&config.name),
-            throttle: Arc::clone(&common.throttle),
-            clock: Arc::clone(&common.clock),
             config: ArcSwap::from_pointee(config),
             common,
         })

@@ -74,7 +74,7 @@ pub async fn admin(
         tracing::info!(target: "jwkd::audit", client = %client.id, action = %what, "{change}");
     }
     let view = shared.view.load();
-    let now = view.time_at(shared.clock.now());
+    let now = view.time_at(shared.common.clock.now());
     let keys: Vec<Value> = view
         .keyset
         .keys

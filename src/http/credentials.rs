@@ -145,7 +145,7 @@ pub fn log_failure(
         &config.server.trusted_proxies,
     );
     let limited_as = source.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    if !shared.throttle.should_log(Topic::Failed, limited_as) {
+    if !shared.common.throttle.should_log(Topic::Failed, limited_as) {
         return;
     }
     let source = source.map_or_else(|| "unknown".to_owned(), |source| source.to_string());
@@ -197,7 +197,7 @@ pub async fn authenticate(
         &config.server.trusted_proxies,
     );
     if let Some(source) = source
-        && let Err(wait) = shared.throttle.take(source)
+        && let Err(wait) = shared.common.throttle.take(source)
     {
         return Err(throttled(
             shared,
@@ -213,7 +213,10 @@ pub async fn authenticate(
     let throttled_as = throttle_id(&config.name, &presented.client_id);
     if let Some(source) = source
         && auth.knows(&presented.client_id)
-        && let Err(wait) = shared.throttle.take_for_client(&throttled_as, source)
+        && let Err(wait) = shared
+            .common
+            .throttle
+            .take_for_client(&throttled_as, source)
     {
         return Err(throttled(
             shared,
@@ -246,7 +249,7 @@ pub async fn authenticate(
         return Err(invalid_client("client authentication failed"));
     };
     if let Some(source) = source {
-        shared.throttle.succeeded(&throttled_as, source);
+        shared.common.throttle.succeeded(&throttled_as, source);
     }
     Ok(client)
 }
@@ -290,7 +293,7 @@ fn throttled(
             "too many authentications for this client from new addresses".to_owned(),
         ),
     };
-    if shared.throttle.should_log(Topic::Throttled, source) {
+    if shared.common.throttle.should_log(Topic::Throttled, source) {
         tracing::warn!(client = %LoggedId(client_id), %source, per_minute, "{what} (logged once a minute per source)");
     }
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

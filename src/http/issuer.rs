@@ -49,7 +49,7 @@ pub async fn signing_keys(
 ) -> Result<warp::reply::Response, ApiError> {
     let client = credentials::authorize(&shared, request, Role::Issuer).await?;
     let view = shared.view.load();
-    let now = view.time_at(shared.clock.now());
+    let now = view.time_at(shared.common.clock.now());
     let current = timeline::current_at(&view.keyset, client.algorithm, now)
         .ok_or_else(|| ApiError::no_signing_key(client.algorithm))?;
     let next = timeline::next_at(&view.keyset, client.algorithm, now);

@@ -44,7 +44,7 @@ impl<'a> Mint<'a> {
             return Err(ApiError::clock_skew(skew));
         }
         let config = shared.config.load();
-        let now = shared.clock.now();
+        let now = shared.common.clock.now();
         let iat = now.timestamp();
         let after = |lifetime: std::time::Duration| {
             iat.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX))

@@ -121,29 +121,34 @@ impl Issuers {
             let parameter = endpoint.matches(&api.prefix, path)?;
             Some(Target {
                 api: api.clone(),
-                parameter,
+                parameter: parameter.map(str::to_owned),
             })
         })
     }
 
     /// The `issuer` and `route` labels of a request path (bounded cardinality:
     /// configured names and the table's paths; `other` for the rest).
-    fn labels(&self, path: &str) -> (Arc<str>, &'static str) {
+    fn labels(&self, path: &str) -> (Option<Arc<str>>, &'static str) {
+        let list = self.list.load();
         for endpoint in &ENDPOINTS {
             match endpoint.scope {
                 Scope::Daemon(_) => {
                     if endpoint.matches("", path).is_some() {
-                        return ("".into(), endpoint.path);
+                        return (None, endpoint.path);
                     }
                 }
                 Scope::Issuer(_) => {
-                    if let Some(target) = self.find(path, endpoint) {
-                        return (target.api.name, endpoint.path);
+                    // Only the name is taken: this runs for every request.
+                    let found = list
+                        .iter()
+                        .find(|api| endpoint.matches(&api.prefix, path).is_some());
+                    if let Some(api) = found {
+                        return (Some(Arc::clone(&api.name)), endpoint.path);
                     }
                 }
             }
         }
-        ("".into(), "other")
+        (None, "other")
     }
 }
 
@@ -343,7 +348,7 @@ const ENDPOINTS: [Endpoint; 11] = [
 impl Endpoint {
     /// Whether `path` is this endpoint of the issuer served under `prefix`, and
     /// with which parameter.
-    fn matches(&self, prefix: &str, path: &str) -> Option<Option<String>> {
+    fn matches<'p>(&self, prefix: &str, path: &'p str) -> Option<Option<&'p str>> {
         let rest = match self.placement {
             Placement::Prefixed => path.strip_prefix(prefix)?.strip_prefix(self.path)?,
             Placement::Suffixed => path.strip_prefix(self.path)?.strip_prefix(prefix)?,
@@ -352,8 +357,7 @@ impl Endpoint {
             (false, "") => Some(None),
             (true, rest) => {
                 let parameter = rest.strip_prefix('/')?;
-                (!parameter.is_empty() && !parameter.contains('/'))
-                    .then(|| Some(parameter.to_owned()))
+                (!parameter.is_empty() && !parameter.contains('/')).then_some(Some(parameter))
             }
             (false, _) => None,
         }
@@ -529,10 +533,11 @@ fn finish(issuers: &Arc<Issuers>, routes: Route) -> impl Served {
         .unify()
         .with(warp::log::custom(move |info| {
             let (issuer, route) = issuers.labels(info.path());
-            issuers
-                .common
-                .metrics
-                .http_request(&issuer, route, info.status().as_u16());
+            issuers.common.metrics.http_request(
+                issuer.as_deref().unwrap_or_default(),
+                route,
+                info.status().as_u16(),
+            );
         }))
 }
 
@@ -625,7 +630,10 @@ mod tests {
                 endpoint.path.to_owned()
             };
             let (found, label) = issuers.labels(&path);
-            assert_eq!((&*found, label), (issuer, endpoint.path));
+            assert_eq!(
+                (found.as_deref().unwrap_or_default(), label),
+                (issuer, endpoint.path)
+            );
         }
         for (path, issuer, label) in [
             ("/v1/revoke/some-kid", "default", "/v1/revoke"),
@@ -660,7 +668,11 @@ mod tests {
             ("/nope", "", "other"),
         ] {
             let (found, found_label) = issuers.labels(path);
-            assert_eq!((&*found, found_label), (issuer, label), "{path}");
+            assert_eq!(
+                (found.as_deref().unwrap_or_default(), found_label),
+                (issuer, label),
+                "{path}"
+            );
         }
     }
 
