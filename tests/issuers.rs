@@ -347,3 +347,35 @@ fn a_reload_adds_and_removes_issuers_without_a_restart() {
     );
     assert_eq!(daemon.get("/readyz").status, 200);
 }
+
+/// A reload that adds an issuer whose keyset cannot be read starts it not,
+/// says why, and keeps serving the others.
+#[test]
+fn an_added_issuer_whose_store_fails_is_not_started_and_the_others_go_on() {
+    let start = Utc::now();
+    let one = TestConfig::slow().issuer(ORDERS);
+    let daemon = InProcess::start_on_file(&one.build(), start);
+    let before = kids(&daemon, "/.well-known/jwks.json");
+    // Its keyset "file" is a directory: unreadable.
+    std::fs::create_dir(daemon.dir().path().join("edge-keys")).unwrap();
+    let edge = one
+        .issuer_entry("edge", "https://auth.test.example/edge")
+        .set(
+            "store",
+            toml::Value::Table(toml::toml! { path = "edge-keys" }),
+        );
+    let status = daemon.reload(&one.clone().with_issuer(edge).build());
+    assert!(status.contains("edge: not started"), "{status}");
+    assert!(
+        daemon.logs().contains("issuer edge not started"),
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(daemon.get("/edge/.well-known/jwks.json").status, 404);
+    assert_eq!(kids(&daemon, "/.well-known/jwks.json"), before);
+    assert_eq!(
+        daemon.get("/readyz").status,
+        200,
+        "the served issuers are ready"
+    );
+}

@@ -690,6 +690,17 @@ mod tests {
             (target.api.name(), target.parameter.as_deref()),
             ("default", Some("kid-2"))
         );
+        // Paths are matched as sent: no dot segments, no percent-decoding, so
+        // no path reaches another issuer's endpoint, or one of the default's
+        // through an issuer's prefix.
+        for path in [
+            "/billing/../v1/revoke/kid-1",
+            "/%62illing/v1/revoke/kid-1",
+            "/billing//v1/revoke/kid-1",
+            "/BILLING/v1/revoke/kid-1",
+        ] {
+            assert!(issuers.find(path, revoke).is_none(), "{path}");
+        }
         // A reload that drops an issuer drops its paths with it.
         issuers.replace(issuers.list()[..1].to_vec());
         assert!(issuers.find("/billing/v1/revoke/kid-1", revoke).is_none());
