@@ -110,10 +110,23 @@ pub(super) fn read(
                 issuers.push(config);
             }
             Ok(_) => {}
-            Err(found) => problems.extend(found.into_iter().filter_map(|problem| {
-                let key = entry_key(&problem.key, entry)?;
-                Some(Problem::new(at(&key), problem.message))
-            })),
+            Err(found) => {
+                let own: Vec<Problem> = found
+                    .into_iter()
+                    .filter_map(|problem| {
+                        let key = entry_key(&problem.key, entry)?;
+                        Some(Problem::new(at(&key), problem.message))
+                    })
+                    .collect();
+                if own.is_empty() {
+                    // Never an entry dropped without a word.
+                    problems.push(Problem::new(
+                        at(""),
+                        "not read: a section it shares ([server], [store], [kms]) has a problem",
+                    ));
+                }
+                problems.extend(own);
+            }
         }
     }
     if problems.is_empty() {
@@ -189,6 +202,16 @@ fn single_issuer_table(
     if let Some(server) = file.get("server") {
         single.insert("server".into(), server.clone());
     }
+    // `[kms]` is read for the issuers whose keys it holds.
+    let custody = entry
+        .get("keys")
+        .and_then(|keys| keys.get("custody"))
+        .and_then(toml::Value::as_str);
+    if custody == Some("kms")
+        && let Some(kms) = file.get("kms")
+    {
+        single.insert("kms".into(), kms.clone());
+    }
     if let Some(keys) = entry.get("keys") {
         single.insert("keys".into(), keys.clone());
     }
@@ -258,7 +281,7 @@ fn entry_key(key: &str, entry: &toml::Table) -> Option<String> {
             // Derived, not written: name the entry.
             "name".to_owned()
         }),
-        "server" | "store" => None,
+        "server" | "store" | "kms" => None,
         _ => Some(key.to_owned()),
     }
 }
@@ -592,5 +615,79 @@ mod tests {
         }
         // Sibling paths that merely share a prefix are fine.
         parse(&(entry("b", "https://a.example/b") + &entry("bb", "https://a.example/bb"))).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod custody_tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Custody};
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/jwkd/jwkd.toml")).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn kms_custody_is_per_issuer_with_one_kms_section() {
+        let config = parse(
+            r#"
+            [keys]
+            custody = "kms"
+            x5c = false
+            [kms]
+            region = "eu-west-1"
+            endpoint_url = "http://127.0.0.1:5000"
+            [[issuers]]
+            name = "billing"
+            issuer = "https://a.example/billing"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.keys.custody,
+            Custody::Kms {
+                region: Some("eu-west-1".into()),
+                endpoint_url: Some("http://127.0.0.1:5000".into()),
+            }
+        );
+        assert_eq!(config.issuers[0].keys.custody, Custody::Local);
+        assert_eq!(parse("").unwrap().keys.custody, Custody::Local);
+    }
+
+    #[test]
+    fn what_kms_custody_cannot_serve_is_refused_naming_the_key() {
+        for (text, says) in [
+            (
+                "[keys]\ncustody = \"kms\"\nx5c = false\nalgorithms = [\"ES256\", \"EdDSA\"]",
+                "keys.algorithms: EdDSA keys cannot be held in KMS",
+            ),
+            (
+                "[keys]\ncustody = \"kms\"",
+                "keys.x5c: an x5c certificate is signed with the key's private half",
+            ),
+            (
+                "[keys]\ncustody = \"hsm\"",
+                "keys.custody: unknown custody \"hsm\"",
+            ),
+            (
+                "[kms]\nregion = \"eu-west-1\"",
+                "kms: is used only by an issuer with keys.custody = \"kms\", and none has it",
+            ),
+            (
+                "[keys]\ncustody = \"kms\"\nx5c = false\n[kms]\nregon = \"x\"",
+                "kms.regon: unknown key (did you mean region?)",
+            ),
+            (
+                "[[issuers]]\nname = \"b\"\nissuer = \"https://a.example/b\"\n[issuers.keys]\ncustody = \"kms\"\nalgorithms = [\"EdDSA\"]\nx5c = false",
+                "issuers[0].keys.algorithms: EdDSA keys cannot be held in KMS",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.contains(says),
+                "{text}\n---\n{err}\n--- does not say\n{says}"
+            );
+        }
     }
 }

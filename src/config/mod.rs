@@ -226,6 +226,24 @@ pub struct KeysConfig {
     pub jwks_max_age: Duration,
     /// Publish x5c certificates.
     pub x5c: bool,
+    /// Who holds the private keys.
+    pub custody: Custody,
+}
+
+/// Who holds an issuer's private keys (`keys.custody`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Custody {
+    /// jwkd makes them and keeps them in the keyset document (the default).
+    #[default]
+    Local,
+    /// AWS KMS makes and keeps them; the document holds each key's ARN and
+    /// public JWK, and every signature is a KMS `Sign`.
+    Kms {
+        /// `kms.region`; the SDK's default chain when absent.
+        region: Option<String>,
+        /// `kms.endpoint_url` (an emulator, a VPC endpoint).
+        endpoint_url: Option<String>,
+    },
 }
 
 impl KeysConfig {
@@ -366,6 +384,15 @@ impl Config {
         let mut config = reader::read(&table, &defaults, path, &base_dir, now).map_err(errors)?;
         config.issuers =
             issuers::read(&table, &defaults, &config, &base_dir, now).map_err(errors)?;
+        let kms_used = config
+            .all_issuers()
+            .any(|issuer| matches!(issuer.keys.custody, Custody::Kms { .. }));
+        if table.contains_key("kms") && !kms_used {
+            return Err(errors(vec![Problem::new(
+                "kms",
+                "is used only by an issuer with keys.custody = \"kms\", and none has it",
+            )]));
+        }
         Ok(config)
     }
 }

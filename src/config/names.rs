@@ -30,8 +30,10 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "clock_skew",
             "jwks_max_age",
             "x5c",
+            "custody",
         ],
     ),
+    ("kms", &["region", "endpoint_url"]),
     (
         "store",
         &[

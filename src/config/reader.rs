@@ -11,8 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Backend, Config, DEFAULT_AUTH_CHECKS_PER_CLIENT_PER_MINUTE, DEFAULT_AUTH_CHECKS_PER_MINUTE,
-    HttpLimits, IssuerConfig, KeysConfig, Problem, ServerConfig, StoreConfig, names, rules,
+    Backend, Config, Custody, DEFAULT_AUTH_CHECKS_PER_CLIENT_PER_MINUTE,
+    DEFAULT_AUTH_CHECKS_PER_MINUTE, HttpLimits, IssuerConfig, KeysConfig, Problem, ServerConfig,
+    StoreConfig, names, rules,
 };
 use crate::duration::{format_duration, parse_duration};
 use crate::keys::Algorithm;
@@ -323,6 +324,7 @@ impl<'a> Reader<'a> {
         let clock_skew = self.duration("keys", "clock_skew");
         let jwks_max_age = self.duration("keys", "jwks_max_age");
         let x5c = self.bool("keys", "x5c");
+        let custody = self.read_custody(&algorithms, x5c);
         if let Some(schedule) = &schedule {
             self.shortest_gap = schedule.shortest_gap(self.now);
             if self.shortest_gap.is_none() {
@@ -344,8 +346,53 @@ impl<'a> Reader<'a> {
             clock_skew: clock_skew?,
             jwks_max_age: jwks_max_age?,
             x5c: x5c?,
+            custody: custody?,
         })
         .filter(|keys| !keys.algorithms.is_empty())
+    }
+
+    /// `keys.custody` and, for `kms`, the `[kms]` section; the families and
+    /// `x5c` it cannot serve are problems of theirs.
+    fn read_custody(&mut self, algorithms: &[Algorithm], x5c: Option<bool>) -> Option<Custody> {
+        let name = match self.raw("keys", "custody") {
+            Some(_) => self.string("keys", "custody")?,
+            None => "local".to_owned(),
+        };
+        match name.as_str() {
+            "local" => Some(Custody::Local),
+            "kms" => {
+                if algorithms.contains(&Algorithm::EdDsa) {
+                    self.problem(
+                        "keys.algorithms",
+                        "EdDSA keys cannot be held in KMS (it has no Ed25519 signing keys): \
+                         use ES256, ES384 or RS256 with keys.custody = \"kms\"",
+                    );
+                }
+                if x5c == Some(true) {
+                    self.problem(
+                        "keys.x5c",
+                        "an x5c certificate is signed with the key's private half, which \
+                         keys.custody = \"kms\" never reads: set x5c = false",
+                    );
+                }
+                let optional = |reader: &mut Self, key: &str| {
+                    reader
+                        .raw("kms", key)
+                        .and_then(|_| reader.string("kms", key))
+                };
+                Some(Custody::Kms {
+                    region: optional(self, "region"),
+                    endpoint_url: optional(self, "endpoint_url"),
+                })
+            }
+            other => {
+                self.problem(
+                    "keys.custody",
+                    format!("unknown custody {other:?} (expected \"local\" or \"kms\")"),
+                );
+                None
+            }
+        }
     }
 
     fn read_store(&mut self, base_dir: &Path) -> Option<StoreConfig> {
