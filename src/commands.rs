@@ -462,14 +462,21 @@ async fn keys(config: &Config, json: bool, clock: &dyn Clock) -> anyhow::Result<
 }
 
 async fn change(config: &Config, operation: Operation, clock: &dyn Clock) -> anyhow::Result<()> {
-    let (store, snapshot) = open_store(config).await?;
+    let opened = crate::daemon::open_store(config).await?;
     let planner = Planner::new(config);
-    let (_, changes) = update_store(store.as_ref(), &planner, clock, &operation, Some(snapshot))
-        .await
-        .with_context(|| match &operation {
-            Operation::Revoke(kid) => format!("cannot revoke {kid}"),
-            _ => "cannot rotate".to_owned(),
-        })?;
+    let (_, changes) = update_store(
+        opened.store.as_ref(),
+        &planner,
+        &opened.custodian,
+        clock,
+        &operation,
+        Some(opened.snapshot),
+    )
+    .await
+    .with_context(|| match &operation {
+        Operation::Revoke(kid) => format!("cannot revoke {kid}"),
+        _ => "cannot rotate".to_owned(),
+    })?;
     for change in &changes {
         println!("{change}");
     }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::custody::Custodian;
 use crate::http::server::{self, Tls};
 use crate::http::{Api, Issuers};
 use crate::rotator::{Event, Rotator};
@@ -77,6 +78,23 @@ pub struct Opened {
     pub store: Arc<dyn KeyStore>,
     /// Its contents, just read.
     pub snapshot: Snapshot,
+    /// Who holds the issuer's private keys.
+    pub custodian: Custodian,
+}
+
+/// The custodian of `config`'s issuer, whose keyset is at `location`.
+///
+/// # Errors
+/// A [`ConfigError`] on `keys.custody` when KMS custody has no region.
+async fn open_custodian(config: &Config, location: &str) -> Result<Custodian, ConfigError> {
+    Custodian::open(config, location).await.map_err(|err| {
+        let key = if config.name == crate::config::DEFAULT_ISSUER {
+            "keys.custody".to_owned()
+        } else {
+            format!("issuer {}: keys.custody", config.name)
+        };
+        ConfigError::one(&config.file, &key, err.to_string())
+    })
 }
 
 /// Where the daemon finds each issuer's store: at start, and for an issuer a
@@ -127,7 +145,12 @@ impl Stores for MemoryStores {
             .load()
             .await
             .map_err(|err| ConfigError::one(&issuer.file, &store_key(issuer), err.to_string()))?;
-        Ok(Opened { store, snapshot })
+        let custodian = open_custodian(issuer, &store.location()).await?;
+        Ok(Opened {
+            store,
+            snapshot,
+            custodian,
+        })
     }
 }
 
@@ -163,7 +186,12 @@ pub async fn open_store(config: &Config) -> Result<Opened, ConfigError> {
         }
         ConfigError::one(&config.file, &key, message)
     })?;
-    Ok(Opened { store, snapshot })
+    let custodian = open_custodian(config, &store.location()).await?;
+    Ok(Opened {
+        store,
+        snapshot,
+        custodian,
+    })
 }
 
 /// One issuer being served: its routes' view of it and its rotator's stop.
@@ -195,9 +223,10 @@ impl Wiring {
         opened: Opened,
     ) -> anyhow::Result<(Served, String)> {
         let name = config.name.clone();
-        let shared = Arc::new(
-            Shared::for_issuer(config, Arc::clone(&self.common)).map_err(anyhow::Error::msg)?,
-        );
+        let shared = Arc::new(Shared {
+            custodian: opened.custodian,
+            ..Shared::for_issuer(config, Arc::clone(&self.common)).map_err(anyhow::Error::msg)?
+        });
         let location = opened.store.location();
         let mut rotator = Rotator::new(opened.store, Arc::clone(&self.clock), Arc::clone(&shared));
         rotator.set_watchdog(

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::keys::{Algorithm, PrivateKey};
-use crate::keyset::KeyRecord;
+use crate::keyset::{KeyMaterial, KeyRecord};
 
 /// Makes real keys for the timeline: aws-lc-rs keys, with an rcgen certificate
 /// when `x5c` is on.
@@ -48,7 +48,7 @@ impl crate::timeline::KeyMaker for Generator {
             alg,
             created_at,
             activates_at,
-            key,
+            KeyMaterial::Local(key),
             certificate,
         ))
     }
@@ -58,9 +58,9 @@ impl crate::timeline::KeyMaker for Generator {
         key: &mut KeyRecord,
         not_after: DateTime<Utc>,
     ) -> Result<(), Self::Error> {
-        if key.certificate.is_some() {
+        if let (Some(_), KeyMaterial::Local(private)) = (&key.certificate, &key.key) {
             key.certificate = Some(crate::keys::self_signed_certificate(
-                &key.key,
+                private,
                 &key.kid,
                 key.created_at - self.clock_skew,
                 not_after,

@@ -9,10 +9,51 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
-use jwkd_client::jwk::{Jwk, JwkSet};
+use jwkd_client::jwk::{Jwk, JwkParams, JwkSet};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Algorithm, Certificate, PrivateKey};
+
+/// Who holds a key's private half: jwkd (in the stored document) or AWS KMS
+/// (the document holds only where the key is and its public half).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// The private key itself (`keys.custody = "local"`).
+    Local(PrivateKey),
+    /// A key held in KMS (`keys.custody = "kms"`): no process reads it.
+    Kms {
+        /// Its ARN.
+        arn: String,
+        /// The public JWK parameters, as `GetPublicKey` gave them.
+        public: JwkParams,
+    },
+}
+
+impl KeyMaterial {
+    /// The public JWK parameters.
+    pub fn public_params(&self) -> &JwkParams {
+        match self {
+            KeyMaterial::Local(key) => key.public_params(),
+            KeyMaterial::Kms { public, .. } => public,
+        }
+    }
+
+    /// The private key, when jwkd holds it.
+    pub fn local(&self) -> Option<&PrivateKey> {
+        match self {
+            KeyMaterial::Local(key) => Some(key),
+            KeyMaterial::Kms { .. } => None,
+        }
+    }
+
+    /// The KMS key ARN, when KMS holds it.
+    pub fn kms_arn(&self) -> Option<&str> {
+        match self {
+            KeyMaterial::Local(_) => None,
+            KeyMaterial::Kms { arn, .. } => Some(arn),
+        }
+    }
+}
 
 /// The only document format this version reads and writes.
 pub const FORMAT: u32 = 1;
@@ -35,8 +76,8 @@ pub struct KeyRecord {
     pub expires_at: Option<DateTime<Utc>>,
     /// Set by an emergency revocation: the key is withdrawn at once.
     pub revoked_at: Option<DateTime<Utc>>,
-    /// The private key.
-    pub key: PrivateKey,
+    /// The private key, or where KMS holds it.
+    pub key: KeyMaterial,
     /// The self-signed certificate, when `keys.x5c` is on.
     pub certificate: Option<Certificate>,
 }
@@ -49,7 +90,7 @@ impl KeyRecord {
         alg: Algorithm,
         created_at: DateTime<Utc>,
         activates_at: DateTime<Utc>,
-        key: PrivateKey,
+        key: KeyMaterial,
         certificate: Option<Certificate>,
     ) -> KeyRecord {
         KeyRecord {
@@ -252,8 +293,15 @@ struct StoredKey {
     expires_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     revoked_at: Option<DateTime<Utc>>,
-    /// PKCS#8 DER, standard base64.
-    private_key: String,
+    /// PKCS#8 DER, standard base64 (a key jwkd holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    private_key: Option<String>,
+    /// The ARN of a key KMS holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kms_key_arn: Option<String>,
+    /// The public JWK of a key KMS holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    public_jwk: Option<JwkParams>,
     /// DER, standard base64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     certificate: Option<String>,
@@ -271,7 +319,12 @@ impl From<&KeyRecord> for StoredKey {
             deactivates_at: key.deactivates_at,
             expires_at: key.expires_at,
             revoked_at: key.revoked_at,
-            private_key: STANDARD.encode(key.key.pkcs8_der()),
+            private_key: key.key.local().map(|key| STANDARD.encode(key.pkcs8_der())),
+            kms_key_arn: key.key.kms_arn().map(str::to_owned),
+            public_jwk: match &key.key {
+                KeyMaterial::Local(_) => None,
+                KeyMaterial::Kms { public, .. } => Some(public.clone()),
+            },
             certificate: key
                 .certificate
                 .as_ref()
@@ -283,11 +336,32 @@ impl From<&KeyRecord> for StoredKey {
 
 impl StoredKey {
     fn into_record(self) -> Result<KeyRecord, String> {
-        let der = STANDARD
-            .decode(&self.private_key)
-            .map_err(|err| format!("private_key is not base64: {err}"))?;
-        let key = PrivateKey::from_pkcs8(self.alg, der).map_err(|err| err.to_string())?;
-        if key.thumbprint() != self.kid {
+        let key = match (self.private_key, self.kms_key_arn, self.public_jwk) {
+            (Some(private_key), None, None) => {
+                let der = STANDARD
+                    .decode(&private_key)
+                    .map_err(|err| format!("private_key is not base64: {err}"))?;
+                KeyMaterial::Local(
+                    PrivateKey::from_pkcs8(self.alg, der).map_err(|err| err.to_string())?,
+                )
+            }
+            (None, Some(arn), Some(public)) => {
+                crate::keys::der::check_public(self.alg, &public)
+                    .map_err(|reason| format!("public_jwk: {reason}"))?;
+                if arn.is_empty() {
+                    return Err("kms_key_arn is empty".into());
+                }
+                KeyMaterial::Kms { arn, public }
+            }
+            (None, None, None) => return Err("no private_key and no kms_key_arn".into()),
+            _ => {
+                return Err(
+                    "a key has either private_key, or kms_key_arn and public_jwk, never both"
+                        .into(),
+                );
+            }
+        };
+        if crate::keys::thumbprint(key.public_params()) != self.kid {
             return Err("kid is not the thumbprint of the stored key".into());
         }
         let certificate = match (self.certificate, self.certificate_not_after) {
@@ -339,7 +413,7 @@ mod tests {
             alg,
             now,
             now + chrono::Duration::minutes(5),
-            key,
+            KeyMaterial::Local(key),
             certificate,
         )
     }

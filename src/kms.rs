@@ -36,8 +36,15 @@ pub const MAX_RAW_MESSAGE: usize = 4096;
 /// The shortest pending window before KMS deletes a key, in days.
 pub const DELETION_WINDOW_DAYS: i32 = 7;
 
-/// The tag naming the issuer a key belongs to.
+/// The tag naming the issuer a key belongs to (its `iss` URL).
 pub const ISSUER_TAG: &str = "jwkd:issuer";
+/// The tag naming the keyset it is made for (the store's location).
+pub const KEYSET_TAG: &str = "jwkd:keyset";
+
+/// How long a call waits for one of the [`MAX_IN_FLIGHT`] places before it is
+/// refused as unavailable: a queue that does not drain in this time will not
+/// drain in a token request's time either.
+pub const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The tag naming its family (`ES256`, `ES384`, `RS256`).
 pub const FAMILY_TAG: &str = "jwkd:family";
 /// The tag naming its kid.
@@ -71,6 +78,25 @@ pub struct KmsKey {
     pub public: JwkParams,
     /// The RFC 7638 thumbprint of the public key.
     pub kid: String,
+}
+
+/// Whose keys these are: every key jwkd makes is tagged with both, and only
+/// keys tagged with both are ever swept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The issuer's `iss` URL.
+    pub issuer: String,
+    /// The location of its keyset (`KeyStore::location`).
+    pub keyset: String,
+}
+
+/// A key found by [`Kms::keys_of`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedKey {
+    /// Its ARN.
+    pub arn: String,
+    /// When KMS made it.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The KMS of one region (or endpoint), with bounded concurrency.
@@ -161,31 +187,39 @@ impl Kms {
         }
     }
 
-    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        // The semaphore is never closed.
-        self.permits
-            .acquire()
-            .await
-            .unwrap_or_else(|_| unreachable!("the KMS semaphore is never closed"))
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, KmsError> {
+        match tokio::time::timeout(QUEUE_WAIT, self.permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed.
+            Ok(Err(_)) => unreachable!("the KMS semaphore is never closed"),
+            Err(_) => Err(KmsError::Unavailable(format!(
+                "{MAX_IN_FLIGHT} calls in flight and none finished within {}s",
+                QUEUE_WAIT.as_secs()
+            ))),
+        }
     }
 
-    /// Makes a key of family `alg` for `issuer`, tagged with both, reads its
-    /// public key back and tags it with its kid.
+    /// Makes a key of family `alg` for `owner`, tagged with its family and
+    /// owner, reads its public key back and tags it with its kid.
     ///
     /// # Errors
     /// [`KmsError::Unsupported`] for EdDSA; the failed call's error otherwise.
     /// A key created before a later call failed is retired again, so that it
     /// does not linger (best effort: [`Kms::keys_of`] finds it otherwise).
-    pub async fn create_key(&self, alg: Algorithm, issuer: &str) -> Result<KmsKey, KmsError> {
+    pub async fn create_key(&self, alg: Algorithm, owner: &Owner) -> Result<KmsKey, KmsError> {
         let spec = key_spec(alg)?;
-        let _permit = self.permit().await;
+        let _permit = self.permit().await?;
         let created = self
             .client
             .create_key()
             .key_spec(spec)
             .key_usage(KeyUsageType::SignVerify)
-            .description(format!("jwkd signing key of issuer {issuer}, family {alg}"))
-            .tags(tag(ISSUER_TAG, issuer)?)
+            .description(format!(
+                "jwkd signing key of issuer {}, family {alg}",
+                owner.issuer
+            ))
+            .tags(tag(ISSUER_TAG, &owner.issuer)?)
+            .tags(tag(KEYSET_TAG, &owner.keyset)?)
             .tags(tag(FAMILY_TAG, alg.name())?)
             .send()
             .await
@@ -249,7 +283,7 @@ impl Kms {
         if message.len() > MAX_RAW_MESSAGE {
             return Err(KmsError::TooLarge(message.len()));
         }
-        let _permit = self.permit().await;
+        let _permit = self.permit().await?;
         let signed = self
             .client
             .sign()
@@ -278,7 +312,7 @@ impl Kms {
     /// # Errors
     /// The failed call's error. A key already pending deletion is no error.
     pub async fn retire(&self, arn: &str) -> Result<(), KmsError> {
-        let _permit = self.permit().await;
+        let _permit = self.permit().await?;
         self.retire_with_permit(arn).await
     }
 
@@ -318,12 +352,37 @@ impl Kms {
         Ok(())
     }
 
-    /// The ARNs of the keys tagged with `issuer` that are not pending deletion.
+    /// Whether the key `arn` can sign: KMS answers, and the key is enabled.
+    ///
+    /// # Errors
+    /// The call's error, or [`KmsError::Refused`] naming the key's state.
+    pub async fn probe(&self, arn: &str) -> Result<(), KmsError> {
+        let _permit = self.permit().await?;
+        let described = self
+            .client
+            .describe_key()
+            .key_id(arn)
+            .send()
+            .await
+            .map_err(|err| sdk_error("DescribeKey", &err))?;
+        match described
+            .key_metadata()
+            .and_then(|metadata| metadata.key_state())
+        {
+            Some(KeyState::Enabled) => Ok(()),
+            state => Err(KmsError::Refused(format!(
+                "key {arn} is {}, not enabled",
+                state.map_or("of no state", KeyState::as_str)
+            ))),
+        }
+    }
+
+    /// The keys tagged with `owner` (both tags) that are not pending deletion.
     ///
     /// # Errors
     /// The failed call's error.
-    pub async fn keys_of(&self, issuer: &str) -> Result<Vec<String>, KmsError> {
-        let _permit = self.permit().await;
+    pub async fn keys_of(&self, owner: &Owner) -> Result<Vec<OwnedKey>, KmsError> {
+        let _permit = self.permit().await?;
         let mut keys = Vec::new();
         let mut marker = None;
         loop {
@@ -345,27 +404,34 @@ impl Kms {
                     .send()
                     .await
                     .map_err(|err| sdk_error("ListResourceTags", &err))?;
-                let ours = tags
-                    .tags()
-                    .iter()
-                    .any(|tag| tag.tag_key() == ISSUER_TAG && tag.tag_value() == issuer);
-                if !ours {
+                let tagged = |key: &str, value: &str| {
+                    tags.tags()
+                        .iter()
+                        .any(|tag| tag.tag_key() == key && tag.tag_value() == value)
+                };
+                if !(tagged(ISSUER_TAG, &owner.issuer) && tagged(KEYSET_TAG, &owner.keyset)) {
                     continue;
                 }
-                let metadata = self
+                let described = self
                     .client
                     .describe_key()
                     .key_id(id)
                     .send()
                     .await
                     .map_err(|err| sdk_error("DescribeKey", &err))?;
-                let pending = metadata
-                    .key_metadata()
-                    .and_then(|metadata| metadata.key_state())
-                    == Some(&KeyState::PendingDeletion);
-                if !pending {
-                    keys.push(arn.to_owned());
+                let Some(metadata) = described.key_metadata() else {
+                    continue;
+                };
+                if metadata.key_state() == Some(&KeyState::PendingDeletion) {
+                    continue;
                 }
+                let created_at = metadata.creation_date().and_then(|date| {
+                    chrono::DateTime::from_timestamp(date.secs(), date.subsec_nanos())
+                });
+                keys.push(OwnedKey {
+                    arn: arn.to_owned(),
+                    created_at,
+                });
             }
             match page.next_marker() {
                 Some(next) if page.truncated() => marker = Some(next.to_owned()),
@@ -397,8 +463,18 @@ mod tests {
         Kms::with_config(config)
     }
 
-    fn issuer() -> String {
-        format!("test-{:016x}", rand::random::<u64>())
+    fn owner() -> Owner {
+        let id = rand::random::<u64>();
+        Owner {
+            issuer: format!("https://test-{id:016x}.example"),
+            keyset: format!("memory:test-{id:016x}"),
+        }
+    }
+
+    fn arns(keys: Vec<OwnedKey>) -> Vec<String> {
+        let mut arns: Vec<String> = keys.into_iter().map(|key| key.arn).collect();
+        arns.sort();
+        arns
     }
 
     /// A compact JWS of `claims` signed in KMS with `key`.
@@ -422,7 +498,8 @@ mod tests {
     #[tokio::test]
     async fn kms_keys_sign_tokens_that_verify_with_their_public_jwk() {
         let kms = kms("kms_keys_sign_tokens_that_verify_with_their_public_jwk");
-        let issuer = issuer();
+        let owner = owner();
+        let issuer = owner.issuer.clone();
         // Tokens are made and checked at one fixed instant.
         let now = crate::config::test_time().timestamp();
         let at = std::time::SystemTime::UNIX_EPOCH
@@ -434,7 +511,7 @@ mod tests {
             (Algorithm::Es384, 20),
             (Algorithm::Rs256, 3),
         ] {
-            let key = kms.create_key(alg, &issuer).await.unwrap();
+            let key = kms.create_key(alg, &owner).await.unwrap();
             assert_eq!(crate::keys::thumbprint(&key.public), key.kid);
             let mut jwk = serde_json::to_value(&key.public).unwrap();
             jwk["kid"] = json!(key.kid);
@@ -483,20 +560,45 @@ mod tests {
     #[tokio::test]
     async fn keys_of_an_issuer_are_found_and_retired_keys_are_not() {
         let kms = kms("keys_of_an_issuer_are_found_and_retired_keys_are_not");
-        let (mine, other) = (issuer(), issuer());
+        let mine = owner();
+        // Another keyset of the same issuer, and another issuer of the same keyset.
+        let other_keyset = Owner {
+            keyset: format!("{}-other", mine.keyset),
+            ..mine.clone()
+        };
+        let other_issuer = Owner {
+            issuer: format!("{}/other", mine.issuer),
+            ..mine.clone()
+        };
         let first = kms.create_key(Algorithm::Es256, &mine).await.unwrap();
         let second = kms.create_key(Algorithm::Es384, &mine).await.unwrap();
-        let theirs = kms.create_key(Algorithm::Es256, &other).await.unwrap();
-        let mut found = kms.keys_of(&mine).await.unwrap();
-        found.sort();
+        let theirs = kms
+            .create_key(Algorithm::Es256, &other_keyset)
+            .await
+            .unwrap();
+        let others = kms
+            .create_key(Algorithm::Es256, &other_issuer)
+            .await
+            .unwrap();
+        let found = kms.keys_of(&mine).await.unwrap();
+        assert!(
+            found.iter().all(|key| key.created_at.is_some()),
+            "{found:?}"
+        );
         let mut expected = vec![first.arn.clone(), second.arn.clone()];
         expected.sort();
-        assert_eq!(found, expected);
+        assert_eq!(arns(found), expected);
+        kms.probe(&first.arn).await.unwrap();
         kms.retire(&first.arn).await.unwrap();
         // Retiring twice is no error: a crash between the two calls is retried.
         kms.retire(&first.arn).await.unwrap();
-        assert_eq!(kms.keys_of(&mine).await.unwrap(), vec![second.arn.clone()]);
-        for key in [second, theirs] {
+        let err = kms.probe(&first.arn).await.unwrap_err();
+        assert!(err.to_string().contains("not enabled"), "{err}");
+        assert_eq!(
+            arns(kms.keys_of(&mine).await.unwrap()),
+            vec![second.arn.clone()]
+        );
+        for key in [second, theirs, others] {
             kms.retire(&key.arn).await.unwrap();
         }
         assert!(kms.keys_of(&mine).await.unwrap().is_empty());
@@ -512,7 +614,10 @@ mod tests {
             .endpoint_url("http://127.0.0.1:9")
             .build();
         let kms = Kms::with_config(config);
-        let err = kms.create_key(Algorithm::EdDsa, "x").await.unwrap_err();
+        let err = kms
+            .create_key(Algorithm::EdDsa, &owner())
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "EdDSA keys cannot be held in KMS (KMS has no Ed25519 signing keys)"

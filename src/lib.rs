@@ -38,6 +38,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod custody;
 pub mod daemon;
 pub mod duration;
 pub mod generator;

@@ -14,9 +14,11 @@ use chrono::{DateTime, Utc};
 
 use crate::clock::{Clock, ClockEvidence, Skew, Times};
 use crate::config::Config;
+use crate::custody::{Custodian, KmsCustody, Pool, PoolMaker};
 use crate::generator::Generator;
 use crate::keys::{Algorithm, KeyError};
 use crate::keyset::Keyset;
+use crate::kms::KmsError;
 use crate::schedule::Schedule;
 use crate::store::{KeyStore, Snapshot, StoreError};
 use crate::timeline::{self, Change, Plan, Policy, RevokeError};
@@ -57,6 +59,15 @@ pub enum OperationError {
     /// more than `clock_skew`: nothing is written.
     #[error(transparent)]
     Clock(#[from] Skew),
+    /// A KMS key could not be made (KMS custody): nothing is written.
+    #[error("cannot make a KMS key: {0}")]
+    Kms(#[from] KmsError),
+}
+
+impl From<std::convert::Infallible> for OperationError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
 }
 
 /// What an operation decided.
@@ -133,22 +144,38 @@ impl Planner {
         keyset: &Keyset,
         times: Times,
     ) -> Result<Decision, OperationError> {
+        self.apply_with(operation, keyset, times, &mut self.generator.clone())
+    }
+
+    /// [`Planner::apply_at`] with the keys made by `generator`.
+    ///
+    /// # Errors
+    /// [`OperationError`] when a key cannot be made or a revocation is refused.
+    pub fn apply_with<M>(
+        &self,
+        operation: &Operation,
+        keyset: &Keyset,
+        times: Times,
+        generator: &mut M,
+    ) -> Result<Decision, OperationError>
+    where
+        M: timeline::KeyMaker,
+        OperationError: From<M::Error>,
+    {
         let plan = Plan {
             families: &self.families,
             schedule: &self.schedule,
             policy: self.policy,
         };
-        let mut generator = self.generator;
         let now = times.now;
         let (keyset_after, mut changes) = match operation {
-            Operation::Maintain => match timeline::maintain_at(keyset, &plan, now, &mut generator)?
-            {
+            Operation::Maintain => match timeline::maintain_at(keyset, &plan, now, generator)? {
                 Some((keyset, changes)) => (Some(keyset), changes),
                 None => (None, Vec::new()),
             },
-            Operation::Rotate => timeline::rotate_at(keyset, &plan, now, &mut generator)?,
+            Operation::Rotate => timeline::rotate_at(keyset, &plan, now, generator)?,
             Operation::Revoke(kid) => {
-                match timeline::revoke_at(keyset, kid, &plan, now, &mut generator) {
+                match timeline::revoke_at(keyset, kid, &plan, now, generator) {
                     Ok((keyset, changes)) => (Some(keyset), changes),
                     Err(RevokeError::UnknownKid(kid)) => {
                         return Err(OperationError::UnknownKid(kid));
@@ -189,6 +216,10 @@ pub fn evidence_of(snapshot: &Snapshot, now: DateTime<Utc>) -> ClockEvidence {
 /// write; on a conflict, read again and decide again. Starts from `snapshot`
 /// when given (the caller's last read), else reads first.
 ///
+/// Under KMS custody the keys are made in KMS between decisions (see
+/// [`crate::custody`]); afterwards the keys the change made and did not
+/// store, and the ones it took out of the keyset, are retired.
+///
 /// Returns the stored snapshot afterwards and what changed.
 ///
 /// # Errors
@@ -196,9 +227,69 @@ pub fn evidence_of(snapshot: &Snapshot, now: DateTime<Utc>) -> ClockEvidence {
 pub async fn update_store(
     store: &dyn KeyStore,
     planner: &Planner,
+    custodian: &Custodian,
     clock: &dyn Clock,
     operation: &Operation,
     snapshot: Option<Snapshot>,
+) -> Result<(Snapshot, Vec<Change>), OperationError> {
+    let mut pool = Pool::default();
+    let result = update(
+        store, planner, custodian, clock, operation, snapshot, &mut pool,
+    )
+    .await;
+    if let Custodian::Kms(custody) = custodian {
+        // What is stored is known after a success; after any other failure
+        // than the store's, nothing of this change was written; after a store
+        // failure, the write may have happened or not.
+        let nothing = Keyset::default();
+        let stored = match &result {
+            Ok((snapshot, _)) => Some(&snapshot.keyset),
+            Err(OperationError::Store(_)) => None,
+            Err(_) => Some(&nothing),
+        };
+        custody.settle(&pool, stored).await;
+    }
+    result
+}
+
+/// Decides what `operation` does to `keyset` under KMS custody, making in KMS
+/// the keys the decision needs (into `pool`), and deciding again with them.
+async fn decide_with_kms(
+    custody: &KmsCustody,
+    planner: &Planner,
+    operation: &Operation,
+    keyset: &Keyset,
+    times: Times,
+    pool: &mut Pool,
+) -> Result<Decision, OperationError> {
+    loop {
+        let mut maker = PoolMaker::new(&pool.keys);
+        let decision = planner.apply_with(operation, keyset, times, &mut maker)?;
+        let missing = maker.missing;
+        if missing.is_empty() {
+            return Ok(decision);
+        }
+        if !pool.has_room(missing.len()) {
+            return Err(KmsError::Refused(format!(
+                "a change needs more than {} KMS keys",
+                pool.keys.len()
+            ))
+            .into());
+        }
+        for alg in missing {
+            pool.keys.push(custody.make_key(alg).await?);
+        }
+    }
+}
+
+async fn update(
+    store: &dyn KeyStore,
+    planner: &Planner,
+    custodian: &Custodian,
+    clock: &dyn Clock,
+    operation: &Operation,
+    snapshot: Option<Snapshot>,
+    pool: &mut Pool,
 ) -> Result<(Snapshot, Vec<Change>), OperationError> {
     let mut snapshot = match snapshot {
         Some(snapshot) => snapshot,
@@ -209,7 +300,9 @@ pub async fn update_store(
         let evidence = evidence_of(&snapshot, now);
         crate::clock::check(now, &evidence, planner.tolerance(), &store.location())?;
         let times = evidence.times(now);
-        let decision = {
+        let decision = if let Custodian::Kms(custody) = custodian {
+            decide_with_kms(custody, planner, operation, &snapshot.keyset, times, pool).await?
+        } else {
             // Key generation (RSA in particular) is CPU work: keep it off the async workers.
             let planner = planner.clone();
             let operation = operation.clone();
@@ -236,6 +329,7 @@ pub async fn update_store(
             .await
         {
             Ok(version) => {
+                pool.released = crate::custody::released(&snapshot.keyset, &keyset);
                 return Ok((
                     Snapshot {
                         keyset,

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{Clock, ClockView, Skew};
 use crate::config::Config;
-use crate::keys::Signer;
+use crate::custody::{Custodian, TokenSigner};
 use crate::keyset::Keyset;
 use crate::operation::{Operation, OperationError, Planner, evidence_of, update_store};
 use crate::runtime::Watchdog;
@@ -178,6 +178,7 @@ impl Rotator {
             match update_store(
                 self.store.as_ref(),
                 &self.planner,
+                &self.shared.custodian,
                 self.clock.as_ref(),
                 &Operation::Maintain,
                 Some(snapshot.clone()),
@@ -206,7 +207,28 @@ impl Rotator {
         }
         let now = self.clock.now();
         let states_at = self.publish(now);
+        self.look_after_kms(now, states_at).await;
         self.sleep_after(now, states_at, refresh_interval)
+    }
+
+    /// Under KMS custody: while signing fails, asks KMS whether it can sign
+    /// again; and when a sweep is due, sweeps in the background (listing the
+    /// account's keys can take a while, and a pass must not).
+    async fn look_after_kms(&self, now: DateTime<Utc>, states_at: DateTime<Utc>) {
+        let (Custodian::Kms(custody), Some(snapshot)) = (&self.shared.custodian, &self.snapshot)
+        else {
+            return;
+        };
+        custody.probe_if_failing(&snapshot.keyset, states_at).await;
+        if custody.sweep_due(now) {
+            let custody = Arc::clone(custody);
+            let keyset = snapshot.keyset.clone();
+            tokio::spawn(async move {
+                if let Err(err) = custody.sweep(&keyset, now).await {
+                    tracing::warn!(%err, "cannot look for KMS keys to sweep");
+                }
+            });
+        }
     }
 
     /// Our clock agrees with the others again (or always did).
@@ -352,9 +374,9 @@ impl Rotator {
     fn signers_for(
         &self,
         keyset: &Keyset,
-        previous: &HashMap<String, Arc<Signer>>,
+        previous: &HashMap<String, Arc<TokenSigner>>,
         now: DateTime<Utc>,
-    ) -> HashMap<String, Arc<Signer>> {
+    ) -> HashMap<String, Arc<TokenSigner>> {
         let mut signers = HashMap::new();
         for key in &keyset.keys {
             if !matches!(
@@ -367,7 +389,7 @@ impl Rotator {
                 signers.insert(key.kid.clone(), Arc::clone(signer));
                 continue;
             }
-            match Signer::new(&key.key, &key.kid) {
+            match self.shared.custodian.signer(key) {
                 Ok(signer) => {
                     signers.insert(key.kid.clone(), Arc::new(signer));
                 }
@@ -440,6 +462,7 @@ impl Rotator {
         let result = update_store(
             self.store.as_ref(),
             &self.planner,
+            &self.shared.custodian,
             self.clock.as_ref(),
             operation,
             None,
@@ -533,6 +556,7 @@ fn store_reason(err: &StoreError) -> &'static str {
 fn public_reason(err: &OperationError) -> &'static str {
     match err {
         OperationError::Store(err) => store_reason(err),
+        OperationError::Kms(_) => "KMS could not make a key",
         _ => "the last keyset write failed",
     }
 }

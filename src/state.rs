@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use crate::auth::Authenticator;
 use crate::clock::{Clock, ClockView, SystemClock};
 use crate::config::Config;
-use crate::keys::{Algorithm, Signer};
+use crate::custody::{Custodian, TokenSigner};
+use crate::keys::Algorithm;
 use crate::keyset::Keyset;
 use crate::metrics::{IssuerMetrics, Metrics};
 use crate::timeline::{self, KeyState};
@@ -69,7 +70,7 @@ pub struct KeysetView {
     /// The prebuilt JWKS; `None` until a keyset has been loaded.
     pub jwks: Option<JwksDocument>,
     /// Parsed signing keys of every key that was next or current when published, by kid.
-    pub signers: HashMap<String, Arc<Signer>>,
+    pub signers: HashMap<String, Arc<TokenSigner>>,
     /// How the clock stood: key states are evaluated at `clock.time_at(now)`.
     pub clock: ClockView,
 }
@@ -81,7 +82,11 @@ impl KeysetView {
     }
 
     /// The signer of the current key of `alg` at `now`.
-    pub fn current_signer_at(&self, alg: Algorithm, now: DateTime<Utc>) -> Option<Arc<Signer>> {
+    pub fn current_signer_at(
+        &self,
+        alg: Algorithm,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<TokenSigner>> {
         let key = timeline::current_at(&self.keyset, alg, self.time_at(now))?;
         self.signers.get(&key.kid).cloned()
     }
@@ -143,6 +148,9 @@ pub struct Shared {
     pub auth: ArcSwap<Authenticator>,
     /// This issuer's counters.
     pub metrics: IssuerMetrics,
+    /// Who holds its private keys (fixed for the life of the issuer: a
+    /// change of `keys.custody` needs a restart).
+    pub custodian: Custodian,
     /// What all issuers share: the metrics registry, the throttle (kept across
     /// reloads), the clock the handlers read.
     pub common: Arc<Common>,
@@ -182,6 +190,7 @@ impl Shared {
             store_status: ArcSwap::from_pointee(StoreStatus::default()),
             auth: ArcSwap::from_pointee(Authenticator::new(&config.clients)?),
             metrics: common.metrics.for_issuer(&config.name),
+            custodian: Custodian::Local,
             config: ArcSwap::from_pointee(config),
             common,
         })
@@ -206,6 +215,9 @@ impl Shared {
         }
         if let Some(skew) = &view.clock.skew {
             return Err(skew.to_string());
+        }
+        if self.custodian.unavailable().is_some() {
+            return Err("KMS cannot sign (the log says why)".into());
         }
         let states_at = view.time_at(now);
         for &alg in &config.keys.algorithms {

@@ -546,6 +546,13 @@ pub enum SignError {
         /// What is wrong.
         reason: String,
     },
+    /// The issuer's keys cannot be pulled by construction: the daemon holds
+    /// them in AWS KMS (409 `keys_not_exportable`). Pulling again will not
+    /// help; sign through the daemon's `POST /v1/sign` instead.
+    NotExportable {
+        /// The daemon's advice, as it gave it.
+        advice: String,
+    },
     /// No signing keys have been pulled yet.
     NotReady {
         /// Why the last pull failed, if one did.
@@ -568,6 +575,9 @@ impl fmt::Display for SignError {
             SignError::Refused { status } => write!(f, "signing keys refused with status {status}"),
             SignError::InvalidResponse { reason } => {
                 write!(f, "invalid signing-keys response: {reason}")
+            }
+            SignError::NotExportable { advice } => {
+                write!(f, "signing keys cannot be pulled: {advice}")
             }
             SignError::NotReady { last_error } => match last_error {
                 Some(err) => write!(f, "no signing key yet: {err}"),

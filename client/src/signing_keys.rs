@@ -409,6 +409,29 @@ async fn puller(shared: Arc<Shared>) {
     }
 }
 
+/// The [`SignError::NotExportable`] of a 409 body: the daemon's advice when
+/// it says `keys_not_exportable`, ours otherwise.
+fn not_exportable(body: &[u8]) -> SignError {
+    #[derive(serde::Deserialize)]
+    struct Refusal {
+        error: String,
+        error_description: Option<String>,
+    }
+    let advice = serde_json::from_slice::<Refusal>(body)
+        .ok()
+        .filter(|refusal| refusal.error == "keys_not_exportable")
+        .and_then(|refusal| refusal.error_description)
+        .unwrap_or_else(|| {
+            "the daemon holds this issuer's keys where they cannot be pulled: sign with its \
+             POST /v1/sign"
+                .to_owned()
+        });
+    // A daemon's description is short; a stranger's body is cut.
+    SignError::NotExportable {
+        advice: advice.chars().take(300).collect(),
+    }
+}
+
 impl Shared {
     async fn pull(&self) -> Result<Arc<Pulled>, SignError> {
         let request = self
@@ -424,6 +447,9 @@ impl Shared {
                 return Err(SignError::Refused {
                     status: response.status.as_u16(),
                 });
+            }
+            StatusCode::CONFLICT => {
+                return Err(not_exportable(&body));
             }
             status => {
                 return Err(crate::error::FetchError::Status {

@@ -625,7 +625,12 @@ mod custody_tests {
     use crate::config::{Config, Custody};
 
     fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("/etc/jwkd/jwkd.toml")).map_err(|err| err.to_string())
+        Config::parse(
+            text,
+            Path::new("/etc/jwkd/jwkd.toml"),
+            crate::config::test_time(),
+        )
+        .map_err(|err| err.to_string())
     }
 
     #[test]

@@ -65,6 +65,27 @@ impl ApiError {
         )
     }
 
+    /// The 409 of `/v1/signing-keys` for an issuer whose keys KMS holds: there
+    /// is nothing to pull, by construction.
+    pub fn not_exportable() -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "keys_not_exportable",
+            "this issuer's signing keys are held in AWS KMS and never leave it: sign with \
+             POST /v1/sign instead",
+        )
+    }
+
+    /// A 503 while KMS cannot sign: worth retrying shortly.
+    pub fn kms_unavailable() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the key service cannot sign now (KMS is unavailable); retry shortly",
+        )
+        .with_header("retry-after", "1")
+    }
+
     /// A 500 whose cause was logged.
     pub fn internal() -> ApiError {
         ApiError::new(

@@ -21,7 +21,10 @@ fn rfc3339(at: DateTime<Utc>) -> String {
 }
 
 fn signing_key(key: &KeyRecord) -> Result<SigningKeyDocument, ApiError> {
-    let params = key.key.private_jwk_params().map_err(|err| {
+    let Some(private) = key.key.local() else {
+        return Err(ApiError::not_exportable());
+    };
+    let params = private.private_jwk_params().map_err(|err| {
         tracing::error!(kid = %key.kid, %err, "cannot export a signing key");
         ApiError::internal()
     })?;
@@ -48,6 +51,9 @@ pub async fn signing_keys(
     request: super::RequestAuth,
 ) -> Result<warp::reply::Response, ApiError> {
     let client = credentials::authorize(&shared, request, Role::Issuer).await?;
+    if !shared.custodian.exportable() {
+        return Err(ApiError::not_exportable());
+    }
     let view = shared.view.load();
     let now = view.time_at(shared.common.clock.now());
     let current = timeline::current_at(&view.keyset, client.algorithm, now)
@@ -112,7 +118,7 @@ pub async fn sign(
             ));
         }
     }
-    let minted = mint.sign(client.algorithm, "JWT", &mut claims, exp)?;
+    let minted = mint.sign(client.algorithm, "JWT", &mut claims, exp).await?;
     tracing::info!(
         target: "jwkd::audit",
         client = %client.id,

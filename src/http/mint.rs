@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::error::ApiError;
-use crate::keys::{Algorithm, Signer};
+use crate::custody::{SignFailure, TokenSigner};
+use crate::keys::Algorithm;
+use crate::kms::KmsError;
 use crate::state::Shared;
 
 /// A token being minted at one instant of this host's clock.
@@ -30,7 +32,7 @@ pub(super) struct Minted {
     /// The compact JWS.
     pub token: String,
     /// The key that signed it.
-    pub signer: Arc<Signer>,
+    pub signer: Arc<TokenSigner>,
 }
 
 impl<'a> Mint<'a> {
@@ -83,8 +85,9 @@ impl<'a> Mint<'a> {
     /// with the current key of `alg`, and counts the token.
     ///
     /// # Errors
-    /// 503 without a current key; 500 if signing fails (logged).
-    pub(super) fn sign(
+    /// 503 without a current key or while KMS cannot sign; 500 if signing
+    /// fails otherwise (logged).
+    pub(super) async fn sign(
         self,
         alg: Algorithm,
         typ: &str,
@@ -101,10 +104,16 @@ impl<'a> Mint<'a> {
         claims.insert("nbf".into(), json!(self.iat));
         claims.insert("exp".into(), json!(exp));
         claims.insert("jti".into(), json!(new_jti()?));
-        let token = signer.sign_jws(typ, claims).map_err(|err| {
-            tracing::error!(%err, "cannot sign a token");
-            ApiError::internal()
-        })?;
+        let token = signer
+            .sign_jws(typ, claims)
+            .await
+            .map_err(|err| match err {
+                SignFailure::Kms(KmsError::Unavailable(_)) => ApiError::kms_unavailable(),
+                err => {
+                    tracing::error!(%err, "cannot sign a token");
+                    ApiError::internal()
+                }
+            })?;
         self.shared.metrics.tokens_issued.inc();
         Ok(Minted { token, signer })
     }

@@ -156,7 +156,8 @@ pub async fn token(
         claims.insert("scope".into(), json!(scope));
     }
     let access_token = mint
-        .sign(client.algorithm, "at+jwt", &mut claims, exp)?
+        .sign(client.algorithm, "at+jwt", &mut claims, exp)
+        .await?
         .token;
     let mut response = super::no_store(&json!({
         "access_token": access_token,

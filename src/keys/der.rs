@@ -256,6 +256,58 @@ pub fn public_params_from_spki(alg: Algorithm, spki: &[u8]) -> Result<JwkParams,
     }
 }
 
+/// Checks that `public` (a stored public JWK of a key KMS holds) is a key of
+/// `alg`'s kind and size: the curve and coordinate widths of P-256 or P-384,
+/// or an RSA modulus of at least 2048 bits and a non-empty exponent.
+///
+/// # Errors
+/// What does not fit, in one line.
+pub fn check_public(alg: Algorithm, public: &JwkParams) -> Result<(), String> {
+    let decode = |name: &str, value: &str| {
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .map_err(|err| format!("{name} is not base64url: {err}"))
+    };
+    match (alg, public) {
+        (Algorithm::Es256 | Algorithm::Es384, JwkParams::Ec { crv, x, y }) => {
+            let (want, width) = if alg == Algorithm::Es256 {
+                ("P-256", 32)
+            } else {
+                ("P-384", 48)
+            };
+            if crv != want {
+                return Err(format!("curve {crv:?}, {alg} needs {want}"));
+            }
+            for (name, value) in [("x", x), ("y", y)] {
+                let bytes = decode(name, value)?;
+                if bytes.len() != width {
+                    return Err(format!(
+                        "{name} has {} bytes, {want} has {width}",
+                        bytes.len()
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (Algorithm::Rs256, JwkParams::Rsa { n, e }) => {
+            let modulus = decode("n", n)?;
+            let exponent = decode("e", e)?;
+            if modulus.first() == Some(&0) || exponent.first().is_none_or(|byte| *byte == 0) {
+                return Err("n or e has a leading zero byte or is empty".into());
+            }
+            if modulus.len() * 8 < MIN_RSA_MODULUS_BITS {
+                return Err(format!(
+                    "the RSA modulus has {} bits, RS256 needs at least {MIN_RSA_MODULUS_BITS}",
+                    modulus.len() * 8
+                ));
+            }
+            Ok(())
+        }
+        (Algorithm::EdDsa, _) => Err("EdDSA keys are never held in KMS".into()),
+        (_, _) => Err(format!("not a key of {alg}'s kind")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use aws_lc_rs::encoding::AsDer;

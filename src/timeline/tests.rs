@@ -33,7 +33,7 @@ impl KeyMaker for FakeMaker {
             alg,
             created_at,
             activates_at,
-            key,
+            crate::keyset::KeyMaterial::Local(key),
             None,
         ))
     }
