@@ -124,9 +124,20 @@ impl Stores for ConfiguredStores {
 #[derive(Debug, Default)]
 pub struct MemoryStores {
     stores: std::sync::Mutex<std::collections::BTreeMap<String, Arc<MemoryStore>>>,
+    /// The KMS of the issuers with `keys.custody = "kms"`, instead of the
+    /// one their config names (tests: an emulator with static credentials).
+    kms: Option<crate::kms::Kms>,
 }
 
 impl MemoryStores {
+    /// Memory stores whose KMS-custody issuers use `kms`.
+    pub fn with_kms(kms: crate::kms::Kms) -> MemoryStores {
+        MemoryStores {
+            stores: std::sync::Mutex::default(),
+            kms: Some(kms),
+        }
+    }
+
     /// The store of the issuer `name` (made empty if it has none yet).
     pub fn store(&self, name: &str) -> Arc<MemoryStore> {
         let mut stores = self
@@ -145,7 +156,13 @@ impl Stores for MemoryStores {
             .load()
             .await
             .map_err(|err| ConfigError::one(&issuer.file, &store_key(issuer), err.to_string()))?;
-        let custodian = open_custodian(issuer, &store.location()).await?;
+        let custodian = match (&self.kms, &issuer.keys.custody) {
+            (Some(kms), crate::config::Custody::Kms { .. }) => Custodian::kms(
+                kms.clone(),
+                crate::custody::owner_of(issuer, &store.location()),
+            ),
+            _ => open_custodian(issuer, &store.location()).await?,
+        };
         Ok(Opened {
             store,
             snapshot,

@@ -9,7 +9,7 @@
 //! state) and counts the API calls. The test reads the secret itself straight
 //! from the emulator, so it knows every keyset that was ever `AWSCURRENT`.
 
-mod proxy;
+pub(crate) mod proxy;
 pub(crate) mod replica;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +49,7 @@ const MIN_ROTATIONS: usize = 10;
 
 /// The emulator's address; without one the test fails and says how to get it
 /// (`cargo nextest run` leaves this test out; `--profile e2e` runs it).
-fn emulator() -> SocketAddr {
+pub(crate) fn emulator() -> SocketAddr {
     let url = std::env::var(ENDPOINT_VAR).unwrap_or_else(|_| {
         panic!(
             "tests/aws.rs needs the Secrets Manager emulator: {ENDPOINT_VAR} is not set. Run \

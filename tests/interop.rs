@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::util::{Client, TestConfig, TestDir};
 
 /// A long-lived verifier: one token per line in, `ok <kid>` or `error <reason>` out.
-const VERIFIER: &str = r#"
+pub(crate) const VERIFIER: &str = r#"
 import sys, jwt
 url, audience, issuer = sys.argv[1], sys.argv[2], sys.argv[3]
 # Cache the key set for the JWKS max-age, as a well-behaved verifier does.

@@ -9,6 +9,7 @@ mod config_rules;
 mod hardening;
 mod interop;
 mod issuers;
+mod kms;
 mod packaging;
 mod readme;
 mod rotation;

@@ -59,6 +59,28 @@ impl InProcess {
         InProcess::launch(dir, start, Some(Arc::new(MemoryStores::default())))
     }
 
+    /// The daemon of `config` over the memory store, whose issuers with
+    /// `keys.custody = "kms"` use `kms`.
+    pub fn start_with_kms(config: &str, start: DateTime<Utc>, kms: jwkd::kms::Kms) -> InProcess {
+        InProcess::launch(
+            TestDir::new(config),
+            start,
+            Some(Arc::new(MemoryStores::with_kms(kms))),
+        )
+    }
+
+    /// The stored keyset document of the issuer `name` (memory stores only).
+    pub fn document_of(&self, name: &str) -> Vec<u8> {
+        let memory = self
+            .memory
+            .as_ref()
+            .expect("test bug: document_of reads the memory stores");
+        let snapshot = self
+            .block_on(memory.store(name).load())
+            .unwrap_or_else(|err| panic!("the store does not load: {err}"));
+        snapshot.keyset.to_document()
+    }
+
     /// The daemon of `config` over the file store it names, in a fresh
     /// [`TestDir`] beside its `jwkd.toml`, its clock standing at `start`.
     ///

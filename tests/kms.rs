@@ -1,0 +1,402 @@
+//! KMS custody (`keys.custody = "kms"`) against the KMS of the emulator that
+//! `scripts/test` starts (named by `JWKD_TEST_SM_ENDPOINT`, as for Secrets
+//! Manager): keys made in KMS on the timeline's schedule, tokens signed by
+//! KMS `Sign` that jwkd-client and PyJWT verify across rotations, keys retired
+//! in KMS when they leave the keyset, no private material anywhere, no key
+//! pulled, and a KMS outage answered with 503 and reported by `/readyz`.
+//!
+//! The rotation and outage tests run in process ([`InProcess`]) on a manual
+//! clock; the PyJWT one runs the binary on real time, as an operator would.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_kms::config::Credentials;
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, TimeZone as _, Utc};
+use jwkd::kms::{Kms, Owner};
+use jwkd_client::{RemoteJwks, SignError, SigningKeySource, Verifier};
+use serde_json::{Value, json};
+
+use crate::aws::proxy::{Mode, Proxy};
+use crate::util::{Client, InProcess, Response, TestConfig, TestDir};
+
+const AUD: &str = "payments";
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 1).unwrap()
+}
+
+/// The emulator's KMS at `endpoint`, with static test credentials.
+fn kms(endpoint: SocketAddr) -> Kms {
+    let config = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
+        .endpoint_url(format!("http://{endpoint}"))
+        .timeout_config(jwkd::store::aws::timeout_config())
+        .retry_config(jwkd::store::aws::retry_config())
+        .build();
+    Kms::with_config(config)
+}
+
+/// An issuer URL no other test (or earlier run on the same emulator) uses:
+/// its KMS keys are told apart by it.
+fn unique_issuer() -> String {
+    format!("https://kms-{:016x}.test.example", rand::random::<u64>())
+}
+
+/// ES256 and RS256 under KMS custody at `endpoint`, rotating every 2 s; a
+/// client of each family, an issuer client and an admin.
+fn config(issuer: &str, endpoint: SocketAddr) -> TestConfig {
+    TestConfig::fast()
+        .algorithms(&["ES256", "RS256"])
+        .set("keys", "custody", "kms")
+        .set("keys", "x5c", false)
+        .set("kms", "region", "us-east-1")
+        .set("kms", "endpoint_url", format!("http://{endpoint}"))
+        .issuer(issuer)
+        .client(Client::new("orders", "orders-secret").audiences(&[AUD]))
+        .client(
+            Client::new("legacy", "legacy-secret")
+                .audiences(&[AUD])
+                .algorithm("RS256"),
+        )
+        .client(
+            Client::new("minter", "minter-secret")
+                .roles(&["issuer"])
+                .audiences(&[AUD]),
+        )
+        .client(Client::new("root", "root-secret").roles(&["admin"]))
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    format!("Basic {}", STANDARD.encode(format!("{id}:{secret}")))
+}
+
+fn token(daemon: &InProcess, id: &str, secret: &str) -> Response {
+    daemon.request(
+        "POST",
+        "/oauth2/token",
+        &[
+            ("Authorization", &basic(id, secret)),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        b"grant_type=client_credentials",
+    )
+}
+
+fn signed(daemon: &InProcess, sub: &str) -> Response {
+    daemon.request(
+        "POST",
+        "/v1/sign",
+        &[
+            ("Authorization", &basic("minter", "minter-secret")),
+            ("Content-Type", "application/json"),
+        ],
+        json!({"sub": sub, "aud": AUD}).to_string().as_bytes(),
+    )
+}
+
+fn header(token: &str) -> Value {
+    let header = token.split('.').next().expect("a header");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap()
+}
+
+fn system_time(at: DateTime<Utc>) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(at.timestamp_millis()).unwrap())
+}
+
+/// The stored document holds, for every key, its ARN and public JWK and no
+/// private material; returns the ARNs of the keys not revoked.
+fn stored_arns(document: &[u8]) -> BTreeSet<String> {
+    let document: Value = serde_json::from_slice(document).unwrap();
+    let mut arns = BTreeSet::new();
+    for key in document["keys"].as_array().unwrap() {
+        assert!(key.get("private_key").is_none(), "private material: {key}");
+        let public = &key["public_jwk"];
+        assert!(
+            public.get("d").is_none() && public["kty"].is_string(),
+            "{key}"
+        );
+        let arn = key["kms_key_arn"].as_str().expect("a KMS key ARN");
+        if key.get("revoked_at").is_none() {
+            arns.insert(arn.to_owned());
+        }
+    }
+    arns
+}
+
+/// The ARNs of the keys tagged as `owner`'s that KMS has not scheduled for deletion.
+fn live_arns(runtime: &tokio::runtime::Runtime, kms: &Kms, owner: &Owner) -> BTreeSet<String> {
+    runtime
+        .block_on(kms.keys_of(owner))
+        .unwrap()
+        .into_iter()
+        .map(|key| key.arn)
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A KMS-custody issuer through four rotations per family on a manual clock:
+/// every token of the token endpoint (ES256 and RS256) and of `/v1/sign`
+/// verifies with jwkd-client; the keyset holds only ARNs and public JWKs; the
+/// KMS keys alive are exactly the ones the keyset holds at every step (a key
+/// that expires is retired in the pass that drops it, a revoked key at once);
+/// the keys cannot be pulled.
+#[test]
+fn kms_custody_rotates_and_every_token_verifies() {
+    let endpoint = crate::aws::emulator();
+    let issuer = unique_issuer();
+    let kms = kms(endpoint);
+    let daemon =
+        InProcess::start_with_kms(&config(&issuer, endpoint).build(), start(), kms.clone());
+    let owner = Owner {
+        issuer: issuer.clone(),
+        keyset: "memory".into(),
+    };
+    let runtime = runtime();
+    let base = format!("http://{}", daemon.addr());
+    let mut kids = BTreeSet::new();
+    for step in 0..9 {
+        let at = system_time(daemon.now());
+        // Made afresh each step: its cache runs on real time, which the manual clock outruns.
+        let verifier = runtime.block_on(async {
+            let jwks = RemoteJwks::builder(format!("{base}/.well-known/jwks.json"))
+                .allow_http(true)
+                .build()
+                .unwrap();
+            Verifier::builder(jwks)
+                .issuer(&issuer)
+                .audience(AUD)
+                .build()
+                .unwrap()
+        });
+        let mut tokens = Vec::new();
+        for (id, secret, alg) in [
+            ("orders", "orders-secret", "ES256"),
+            ("legacy", "legacy-secret", "RS256"),
+        ] {
+            let response = token(&daemon, id, secret);
+            assert_eq!(response.status, 200, "step {step}: {response}");
+            let token = response.json()["access_token"].as_str().unwrap().to_owned();
+            assert_eq!(header(&token)["alg"], alg);
+            tokens.push(token);
+        }
+        let response = signed(&daemon, "user-1");
+        assert_eq!(response.status, 200, "step {step}: {response}");
+        tokens.push(response.json()["token"].as_str().unwrap().to_owned());
+        for token in &tokens {
+            runtime
+                .block_on(verifier.verify_at::<Value>(token, at))
+                .unwrap_or_else(|err| panic!("step {step}: {err}: {}", daemon.logs()));
+            kids.insert(header(token)["kid"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(
+            live_arns(&runtime, &kms, &owner),
+            stored_arns(&daemon.document_of("default")),
+            "step {step}: the KMS keys alive are the keys stored"
+        );
+        daemon.advance(Duration::from_secs(1));
+    }
+    assert!(
+        kids.len() >= 6,
+        "three keys per family should have signed: {kids:?}"
+    );
+
+    // Revoking the current ES256 key retires its KMS key at once.
+    let victim = daemon
+        .keys()
+        .into_iter()
+        .find(|key| key.alg == "ES256" && key.state == "current")
+        .expect("a current ES256 key");
+    let document: Value = serde_json::from_slice(&daemon.document_of("default")).unwrap();
+    let arn = document["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|key| key["kid"] == victim.kid.as_str())
+        .and_then(|key| key["kms_key_arn"].as_str())
+        .unwrap()
+        .to_owned();
+    let revoked = daemon.request(
+        "POST",
+        &format!("/v1/revoke/{}", victim.kid),
+        &[("Authorization", &basic("root", "root-secret"))],
+        b"",
+    );
+    assert_eq!(revoked.status, 200, "{revoked}");
+    let err = runtime.block_on(kms.probe(&arn)).unwrap_err();
+    assert!(err.to_string().contains("not enabled"), "{err}");
+    assert_eq!(
+        live_arns(&runtime, &kms, &owner),
+        stored_arns(&daemon.document_of("default"))
+    );
+
+    // Nothing to pull, by construction; the issuer is told what to use instead.
+    let pulled = daemon.request(
+        "GET",
+        "/v1/signing-keys",
+        &[("Authorization", &basic("minter", "minter-secret"))],
+        b"",
+    );
+    assert_eq!(pulled.status, 409, "{pulled}");
+    assert_eq!(pulled.json()["error"], "keys_not_exportable");
+    let err = runtime.block_on(async {
+        let source =
+            SigningKeySource::builder(format!("{base}/v1/signing-keys"), "minter", "minter-secret")
+                .allow_http(true)
+                .build()
+                .unwrap();
+        source.ready().await.unwrap_err()
+    });
+    match &err {
+        SignError::NotExportable { advice } => assert!(advice.contains("/v1/sign"), "{advice}"),
+        other => panic!("expected NotExportable, got {other:?}"),
+    }
+}
+
+/// KMS unreachable: a token request is a 503 with `Retry-After`, `/readyz`
+/// says KMS cannot sign, and both recover by themselves when KMS is back
+/// (the rotator probes KMS on its next pass).
+#[test]
+fn a_kms_outage_is_a_503_and_readyz_says_so_until_kms_is_back() {
+    let endpoint = crate::aws::emulator();
+    let proxy = Proxy::start(endpoint);
+    let issuer = unique_issuer();
+    let config = config(&issuer, proxy.addr())
+        .set("keys", "rotation_schedule", "0 3 * * *")
+        .set("keys", "max_token_lifetime", "1h");
+    let daemon = InProcess::start_with_kms(&config.build(), start(), kms(proxy.addr()));
+    assert_eq!(token(&daemon, "orders", "orders-secret").status, 200);
+    assert_eq!(daemon.get("/readyz").status, 200);
+
+    proxy.set_mode(Mode::Drop);
+    let refused = token(&daemon, "orders", "orders-secret");
+    assert_eq!(refused.status, 503, "{refused}");
+    assert_eq!(refused.json()["error"], "temporarily_unavailable");
+    assert!(refused.header("retry-after").is_some(), "{refused}");
+    let ready = daemon.get("/readyz");
+    assert_eq!(ready.status, 503, "{ready}");
+    assert!(ready.text().contains("KMS cannot sign"), "{ready}");
+    // The log says why, with KMS's own error.
+    assert!(
+        daemon.logs().contains("KMS cannot sign"),
+        "{}",
+        daemon.logs()
+    );
+
+    // Still down: a pass changes nothing.
+    daemon.advance(Duration::from_secs(1));
+    assert_eq!(daemon.get("/readyz").status, 503);
+
+    proxy.set_mode(Mode::Forward);
+    daemon.advance(Duration::from_secs(1));
+    let ready = daemon.get("/readyz");
+    assert_eq!(ready.status, 200, "{ready}\n{}", daemon.logs());
+    assert_eq!(token(&daemon, "orders", "orders-secret").status, 200);
+    assert!(
+        daemon.logs().contains("KMS signs again"),
+        "{}",
+        daemon.logs()
+    );
+}
+
+/// A verifier nobody here wrote: PyJWT's `PyJWKClient` verifies tokens that
+/// `jwkd serve` (the binary, on real time, with the SDK's credential chain)
+/// signs through KMS, ES256 and RS256, across rotations; after a graceful
+/// stop the KMS keys alive are exactly those of the stored keyset.
+#[test]
+fn pyjwt_verifies_kms_signed_tokens_across_rotations() {
+    let python = std::env::var_os("JWKD_TEST_PYTHON").unwrap_or_else(|| {
+        panic!(
+            "JWKD_TEST_PYTHON is not set: this test needs a Python with PyJWT; run \
+             ./scripts/test, which installs it into .venv, or set it to such a Python"
+        )
+    });
+    let endpoint = crate::aws::emulator();
+    let issuer = unique_issuer();
+    let dir = TestDir::new(
+        &config(&issuer, endpoint)
+            .set("keys", "max_token_lifetime", "4s")
+            .set("issuer", "token_lifetime", "4s")
+            .build(),
+    );
+    let mut cmd = crate::util::jwkd();
+    crate::aws::replica::with_test_credentials(&mut cmd);
+    let mut daemon = crate::util::Daemon::spawn_command(cmd, &dir.config_path());
+    daemon.wait_listening(Duration::from_secs(30));
+    daemon.wait_ready(Duration::from_secs(30));
+    let url = format!("http://{}/.well-known/jwks.json", daemon.addr());
+    let mut verifier = Command::new(python)
+        .args(["-c", crate::interop::VERIFIER, &url, AUD, &issuer])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the PyJWT verifier");
+    let mut to_python = verifier.stdin.take().unwrap();
+    let mut from_python = BufReader::new(verifier.stdout.take().unwrap());
+    let mut kids = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < deadline {
+        for (id, secret) in [("orders", "orders-secret"), ("legacy", "legacy-secret")] {
+            let response = daemon.request(
+                "POST",
+                "/oauth2/token",
+                &[
+                    ("Authorization", &basic(id, secret)),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                b"grant_type=client_credentials",
+            );
+            assert_eq!(response.status, 200, "{response}");
+            let token = response.json()["access_token"].as_str().unwrap().to_owned();
+            writeln!(to_python, "{token}").unwrap();
+            let mut answer = String::new();
+            from_python.read_line(&mut answer).unwrap();
+            assert!(
+                answer.starts_with("ok "),
+                "PyJWT rejected a {} token: {answer}\n---- daemon ----\n{}",
+                header(&token)["alg"],
+                daemon.stderr_text()
+            );
+            kids.insert(header(&token)["kid"].as_str().unwrap().to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(to_python);
+    let _ = verifier.wait();
+    assert!(kids.len() >= 6, "only {} keys signed: {kids:?}", kids.len());
+    // A graceful stop finishes the pass in progress, retirements included
+    // (what a kill -9 leaves behind is the sweep's: custody::tests).
+    let status = Command::new("kill")
+        .args(["-TERM", &daemon.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    assert!(
+        daemon.wait_exit(Duration::from_secs(15)).is_some(),
+        "jwkd did not exit on SIGTERM"
+    );
+    let document = std::fs::read(dir.path().join("keyset.json")).unwrap();
+    let owner = Owner {
+        issuer,
+        keyset: dir.path().join("keyset.json").display().to_string(),
+    };
+    assert_eq!(
+        live_arns(&runtime(), &kms(endpoint), &owner),
+        stored_arns(&document),
+        "after the daemon stopped, the KMS keys alive are the keys stored"
+    );
+}
