@@ -14,7 +14,7 @@
 //!   document holds each key's ARN and public JWK, never private material.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
@@ -60,6 +60,9 @@ pub struct KmsCustody {
     failure: Mutex<Option<String>>,
     /// When the last sweep began; `None` before the first.
     last_sweep: Mutex<Option<DateTime<Utc>>>,
+    /// KMS keys this daemon made, and retired (disabled and scheduled for deletion).
+    made: AtomicU64,
+    retired: AtomicU64,
 }
 
 impl Custodian {
@@ -88,6 +91,8 @@ impl Custodian {
             failing: AtomicBool::new(false),
             failure: Mutex::new(None),
             last_sweep: Mutex::new(None),
+            made: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
         }))
     }
 
@@ -248,6 +253,21 @@ impl KmsCustody {
         &self.owner
     }
 
+    /// How many KMS keys this custodian made, and how many it retired.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.made.load(Ordering::Relaxed),
+            self.retired.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Retires `arn`, counting it.
+    async fn retire(&self, arn: &str) -> Result<(), KmsError> {
+        self.kms.retire(arn).await?;
+        self.retired.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn failure(&self) -> Option<String> {
         if !self.failing.load(Ordering::Acquire) {
             return None;
@@ -307,6 +327,7 @@ impl KmsCustody {
     /// The KMS call's error.
     pub async fn make_key(&self, alg: Algorithm) -> Result<(Algorithm, KmsKey), KmsError> {
         let key = self.kms.create_key(alg, &self.owner).await?;
+        self.made.fetch_add(1, Ordering::Relaxed);
         tracing::info!(kid = %key.kid, arn = %key.arn, %alg, "KMS key made");
         Ok((alg, key))
     }
@@ -333,7 +354,7 @@ impl KmsCustody {
             None => {}
         }
         for arn in arns {
-            match self.kms.retire(arn).await {
+            match self.retire(arn).await {
                 Ok(()) => tracing::info!(%arn, "KMS key disabled and scheduled for deletion"),
                 Err(err) => {
                     tracing::warn!(%arn, %err, "cannot retire a KMS key; the sweep will");
@@ -385,7 +406,7 @@ impl KmsCustody {
             if held(&key.arn) || !old_enough {
                 continue;
             }
-            match self.kms.retire(&key.arn).await {
+            match self.retire(&key.arn).await {
                 Ok(()) => {
                     tracing::info!(arn = %key.arn, "swept a KMS key no stored keyset holds");
                     retired.push(key.arn);
@@ -511,3 +532,6 @@ impl crate::timeline::KeyMaker for PoolMaker<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
