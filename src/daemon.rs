@@ -574,6 +574,10 @@ fn warn_restart_needed(running: &Config, new: &Config) {
     if new.store.backend != running.store.backend {
         keys.push("store");
     }
+    if new.keys.custody != running.keys.custody {
+        // The custodian holds the KMS client and the keys it signs with.
+        keys.push("keys.custody/[kms]");
+    }
     if !keys.is_empty() {
         tracing::warn!(
             "{} changed in {}: a reload does not apply this; restart jwkd to use it",

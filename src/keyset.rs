@@ -427,6 +427,98 @@ mod tests {
         assert_eq!(Keyset::from_document(&bytes).unwrap(), keyset);
     }
 
+    fn kms_record(alg: Algorithm) -> KeyRecord {
+        let public = PrivateKey::generate(alg).unwrap().public_params().clone();
+        let now = crate::config::test_time();
+        KeyRecord::made(
+            crate::keys::thumbprint(&public),
+            alg,
+            now,
+            now,
+            KeyMaterial::Kms {
+                arn: format!("arn:aws:kms:eu-west-1:123456789012:key/{alg}"),
+                public,
+            },
+            None,
+        )
+    }
+
+    #[test]
+    fn a_kms_key_is_stored_as_its_arn_and_public_jwk_only() {
+        let keyset = Keyset {
+            keys: vec![kms_record(Algorithm::Es256), kms_record(Algorithm::Rs256)],
+        };
+        let bytes = keyset.to_document();
+        assert_eq!(Keyset::from_document(&bytes).unwrap(), keyset);
+        let document: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let stored = &document["keys"][0];
+        assert!(stored.get("private_key").is_none(), "{stored}");
+        assert!(stored["public_jwk"].get("d").is_none(), "{stored}");
+        assert_eq!(stored["public_jwk"]["crv"], "P-256");
+        assert!(
+            stored["kms_key_arn"]
+                .as_str()
+                .unwrap()
+                .ends_with("key/ES256")
+        );
+        assert_eq!(
+            keyset.keys[1].public_jwk().params,
+            *keyset.keys[1].key.public_params()
+        );
+    }
+
+    #[test]
+    fn a_kms_key_that_does_not_add_up_is_corrupt() {
+        let keyset = Keyset {
+            keys: vec![kms_record(Algorithm::Es256)],
+        };
+        let document: serde_json::Value = serde_json::from_slice(&keyset.to_document()).unwrap();
+        let local = record(Algorithm::Es256);
+        let private_key = STANDARD.encode(local.key.local().unwrap().pkcs8_der());
+        let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 6] = [
+            (
+                "never both",
+                Box::new(move |key| key["private_key"] = private_key.clone().into()),
+            ),
+            (
+                "no private_key and no kms_key_arn",
+                Box::new(|key| {
+                    key.as_object_mut().unwrap().remove("kms_key_arn");
+                    key.as_object_mut().unwrap().remove("public_jwk");
+                }),
+            ),
+            (
+                "never both",
+                Box::new(|key| {
+                    key.as_object_mut().unwrap().remove("public_jwk");
+                }),
+            ),
+            (
+                "kms_key_arn is empty",
+                Box::new(|key| key["kms_key_arn"] = "".into()),
+            ),
+            (
+                "public_jwk: curve \"P-384\", ES256 needs P-256",
+                Box::new(|key| {
+                    key["public_jwk"]["crv"] = "P-384".into();
+                }),
+            ),
+            (
+                "kid is not the thumbprint",
+                Box::new(|key| {
+                    let x = key["public_jwk"]["y"].clone();
+                    key["public_jwk"]["x"] = x;
+                }),
+            ),
+        ];
+        for (expected, change) in cases {
+            let mut document = document.clone();
+            change(&mut document["keys"][0]);
+            let err = Keyset::from_document(&serde_json::to_vec(&document).unwrap()).unwrap_err();
+            assert!(err.contains(expected), "{expected}: {err}");
+        }
+    }
+
     #[test]
     fn wrong_kid_is_corrupt() {
         let keyset = Keyset {

@@ -379,3 +379,29 @@ fn an_added_issuer_whose_store_fails_is_not_started_and_the_others_go_on() {
         "the served issuers are ready"
     );
 }
+
+/// A reload cannot move a running issuer's keys into or out of KMS: the
+/// custody stays as it started, the log says a restart is needed, and the
+/// issuer goes on signing with the keys it has.
+#[test]
+fn a_custody_change_on_reload_needs_a_restart_and_says_so() {
+    let local = TestConfig::slow()
+        .issuer(ORDERS)
+        .set("keys", "x5c", false)
+        .client(Client::new("orders", "orders-secret").audiences(&[AUD]));
+    let daemon = InProcess::start(&local.build(), start());
+    let before = kids(&daemon, "/.well-known/jwks.json");
+    let kms = local
+        .set("keys", "custody", "kms")
+        .set("kms", "region", "eu-west-1");
+    daemon.reload(&kms.build());
+    assert!(
+        daemon.logs().contains("keys.custody/[kms] changed in ")
+            && daemon.logs().contains("restart jwkd to use it"),
+        "{}",
+        daemon.logs()
+    );
+    assert_eq!(kids(&daemon, "/.well-known/jwks.json"), before);
+    let issued = token(&daemon, "/oauth2/token", "orders", "orders-secret");
+    assert_eq!(issued.status, 200, "{issued}");
+}
