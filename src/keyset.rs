@@ -475,7 +475,8 @@ mod tests {
         let document: serde_json::Value = serde_json::from_slice(&keyset.to_document()).unwrap();
         let local = record(Algorithm::Es256);
         let private_key = STANDARD.encode(local.key.local().unwrap().pkcs8_der());
-        let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 6] = [
+        type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: [(&str, Edit); 6] = [
             (
                 "never both",
                 Box::new(move |key| key["private_key"] = private_key.clone().into()),
