@@ -76,8 +76,9 @@ impl Custodian {
             Custody::Kms {
                 region,
                 endpoint_url,
+                signs_per_second,
             } => {
-                let kms = Kms::connect(region.as_deref(), endpoint_url.as_deref()).await?;
+                let kms = shared_kms(region, endpoint_url, *signs_per_second).await?;
                 Ok(Custodian::kms(kms, owner_of(config, location)))
             }
         }
@@ -139,6 +140,26 @@ impl Custodian {
     pub fn exportable(&self) -> bool {
         matches!(self, Custodian::Local)
     }
+}
+
+/// The one KMS client of this process for `region` and `endpoint_url`: the
+/// issuers under KMS custody share its bounds (calls in flight, signatures a
+/// second), so more issuers are not more load on the account's quota.
+async fn shared_kms(
+    region: &Option<String>,
+    endpoint_url: &Option<String>,
+    signs_per_second: u32,
+) -> Result<Kms, KmsError> {
+    type Clients = std::collections::HashMap<(Option<String>, Option<String>, u32), Kms>;
+    static CLIENTS: tokio::sync::Mutex<Option<Clients>> = tokio::sync::Mutex::const_new(None);
+    let mut clients = CLIENTS.lock().await;
+    let key = (region.clone(), endpoint_url.clone(), signs_per_second);
+    if let Some(kms) = clients.get_or_insert_default().get(&key) {
+        return Ok(kms.clone());
+    }
+    let kms = Kms::connect(region.as_deref(), endpoint_url.as_deref(), signs_per_second).await?;
+    clients.get_or_insert_default().insert(key, kms.clone());
+    Ok(kms)
 }
 
 /// The tags of the keys of `config`'s issuer with its keyset at `location`.

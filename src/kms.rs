@@ -33,6 +33,11 @@ pub const MAX_IN_FLIGHT: usize = 32;
 /// The largest message `Sign` takes with `MessageType=RAW`.
 pub const MAX_RAW_MESSAGE: usize = 4096;
 
+/// `kms.signs_per_second` unless set: a third of KMS's smallest default
+/// request quota for asymmetric signing (300 a second for ECC keys, shared by
+/// every caller in the account and region).
+pub const DEFAULT_SIGNS_PER_SECOND: u32 = 100;
+
 /// The shortest pending window before KMS deletes a key, in days.
 pub const DELETION_WINDOW_DAYS: i32 = 7;
 
@@ -99,11 +104,57 @@ pub struct OwnedKey {
     pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// The KMS of one region (or endpoint), with bounded concurrency.
+/// The KMS of one region (or endpoint), with bounded concurrency and a
+/// bounded rate of signatures.
 #[derive(Clone, Debug)]
 pub struct Kms {
     client: Client,
     permits: Arc<Semaphore>,
+    pace: Arc<Pace>,
+}
+
+/// Spaces calls evenly at a rate: each takes the next free slot, and one whose
+/// slot is further away than [`QUEUE_WAIT`] is refused instead of queued.
+#[derive(Debug)]
+pub struct Pace {
+    every: std::time::Duration,
+    next: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Pace {
+    /// At most `per_second` calls a second (at least one).
+    pub fn new(per_second: u32) -> Pace {
+        Pace {
+            every: std::time::Duration::from_secs(1) / per_second.max(1),
+            next: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Waits for this call's slot.
+    ///
+    /// # Errors
+    /// [`KmsError::Unavailable`] when the slot is more than [`QUEUE_WAIT`] away.
+    pub async fn wait(&self) -> Result<(), KmsError> {
+        let now = tokio::time::Instant::now();
+        let slot = {
+            let mut next = self
+                .next
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slot = next.map_or(now, |next| next.max(now));
+            if slot - now > QUEUE_WAIT {
+                return Err(KmsError::Unavailable(format!(
+                    "over kms.signs_per_second ({} a second) for the next {}s",
+                    std::time::Duration::from_secs(1).as_nanos() / self.every.as_nanos().max(1),
+                    QUEUE_WAIT.as_secs()
+                )));
+            }
+            *next = Some(slot + self.every);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+        Ok(())
+    }
 }
 
 fn key_spec(alg: Algorithm) -> Result<KeySpec, KmsError> {
@@ -163,6 +214,7 @@ impl Kms {
     pub async fn connect(
         region: Option<&str>,
         endpoint_url: Option<&str>,
+        signs_per_second: u32,
     ) -> Result<Kms, KmsError> {
         let Some(sdk_config) = crate::store::aws::sdk_config(region).await else {
             return Err(KmsError::Unavailable(
@@ -175,7 +227,7 @@ impl Kms {
         if let Some(endpoint_url) = endpoint_url {
             builder = builder.endpoint_url(endpoint_url);
         }
-        Ok(Kms::with_config(builder.build()))
+        Ok(Kms::with_config(builder.build()).signing_at_most(signs_per_second))
     }
 
     /// A KMS over a client built from `config` as it is (tests: static
@@ -184,7 +236,15 @@ impl Kms {
         Kms {
             client: Client::from_conf(config),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            pace: Arc::new(Pace::new(DEFAULT_SIGNS_PER_SECOND)),
         }
+    }
+
+    /// This KMS, signing at most `per_second` times a second.
+    #[must_use]
+    pub fn signing_at_most(mut self, per_second: u32) -> Kms {
+        self.pace = Arc::new(Pace::new(per_second));
+        self
     }
 
     async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, KmsError> {
@@ -283,6 +343,7 @@ impl Kms {
         if message.len() > MAX_RAW_MESSAGE {
             return Err(KmsError::TooLarge(message.len()));
         }
+        self.pace.wait().await?;
         let _permit = self.permit().await?;
         let signed = self
             .client
@@ -602,6 +663,54 @@ mod tests {
             kms.retire(&key.arn).await.unwrap();
         }
         assert!(kms.keys_of(&mine).await.unwrap().is_empty());
+    }
+
+    /// 10 a second: the first call at once, then one every 100 ms; a call
+    /// whose slot is more than 5 s away is refused at once, and takes no slot.
+    #[tokio::test(start_paused = true)]
+    async fn signatures_are_paced_and_a_call_too_far_back_is_refused() {
+        let pace = Arc::new(Pace::new(10));
+        let start = tokio::time::Instant::now();
+        let mut calls = Vec::new();
+        for _ in 0..51 {
+            let pace = Arc::clone(&pace);
+            calls.push(tokio::spawn(async move {
+                pace.wait().await.unwrap();
+                tokio::time::Instant::now() - start
+            }));
+        }
+        // Every slot is taken before anyone sleeps: let them all ask.
+        tokio::task::yield_now().await;
+        let refused = pace.wait().await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("over kms.signs_per_second (10 a second)"),
+            "{refused}"
+        );
+        let mut at = Vec::new();
+        for call in calls {
+            at.push(call.await.unwrap().as_millis());
+        }
+        at.sort_unstable();
+        let expected: Vec<u128> = (0..51).map(|n| n * 100).collect();
+        assert_eq!(at, expected);
+        // The queue has drained: the next call keeps the pace, and after a
+        // quiet second one goes at once (no burst is saved up).
+        let before = tokio::time::Instant::now();
+        pace.wait().await.unwrap();
+        assert_eq!(
+            tokio::time::Instant::now() - before,
+            std::time::Duration::from_millis(100)
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let before = tokio::time::Instant::now();
+        pace.wait().await.unwrap();
+        pace.wait().await.unwrap();
+        assert_eq!(
+            tokio::time::Instant::now() - before,
+            std::time::Duration::from_millis(100)
+        );
     }
 
     #[tokio::test]

@@ -654,6 +654,7 @@ mod custody_tests {
             Custody::Kms {
                 region: Some("eu-west-1".into()),
                 endpoint_url: Some("http://127.0.0.1:5000".into()),
+                signs_per_second: crate::kms::DEFAULT_SIGNS_PER_SECOND,
             }
         );
         assert_eq!(config.issuers[0].keys.custody, Custody::Local);
@@ -682,6 +683,10 @@ mod custody_tests {
             (
                 "[keys]\ncustody = \"kms\"\nx5c = false\n[kms]\nregon = \"x\"",
                 "kms.regon: unknown key (did you mean region?)",
+            ),
+            (
+                "[keys]\ncustody = \"kms\"\nx5c = false\n[kms]\nsigns_per_second = 0",
+                "kms.signs_per_second: expected a whole number from 1 to 10000, got 0",
             ),
             (
                 "[[issuers]]\nname = \"b\"\nissuer = \"https://a.example/b\"\n[issuers.keys]\ncustody = \"kms\"\nalgorithms = [\"EdDSA\"]\nx5c = false",

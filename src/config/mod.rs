@@ -243,6 +243,9 @@ pub enum Custody {
         region: Option<String>,
         /// `kms.endpoint_url` (an emulator, a VPC endpoint).
         endpoint_url: Option<String>,
+        /// `kms.signs_per_second`: the most `Sign` calls the daemon makes a
+        /// second (KMS's request quota is shared by the whole account).
+        signs_per_second: u32,
     },
 }
 

@@ -33,7 +33,7 @@ const SECTIONS: &[(&str, &[&str])] = &[
             "custody",
         ],
     ),
-    ("kms", &["region", "endpoint_url"]),
+    ("kms", &["region", "endpoint_url", "signs_per_second"]),
     (
         "store",
         &[

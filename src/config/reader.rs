@@ -380,9 +380,15 @@ impl<'a> Reader<'a> {
                         .raw("kms", key)
                         .and_then(|_| reader.string("kms", key))
                 };
+                let signs_per_second = self
+                    .raw("kms", "signs_per_second")
+                    .and_then(|_| self.integer("kms", "signs_per_second", 1..=10_000))
+                    .and_then(|number| u32::try_from(number).ok())
+                    .unwrap_or(crate::kms::DEFAULT_SIGNS_PER_SECOND);
                 Some(Custody::Kms {
                     region: optional(self, "region"),
                     endpoint_url: optional(self, "endpoint_url"),
+                    signs_per_second,
                 })
             }
             other => {
