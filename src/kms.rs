@@ -458,13 +458,18 @@ impl Kms {
                 let (Some(id), Some(arn)) = (entry.key_id(), entry.key_arn()) else {
                     continue;
                 };
-                let tags = self
-                    .client
-                    .list_resource_tags()
-                    .key_id(id)
-                    .send()
-                    .await
-                    .map_err(|err| sdk_error("ListResourceTags", &err))?;
+                let tags = match self.client.list_resource_tags().key_id(id).send().await {
+                    Ok(tags) => tags,
+                    // A policy scoped to jwkd's tags may deny reading other
+                    // keys' tags: those keys are not jwkd's either.
+                    Err(SdkError::ServiceError(service))
+                        if aws_sdk_kms::error::ProvideErrorMetadata::code(service.err())
+                            == Some("AccessDeniedException") =>
+                    {
+                        continue;
+                    }
+                    Err(err) => return Err(sdk_error("ListResourceTags", &err)),
+                };
                 let tagged = |key: &str, value: &str| {
                     tags.tags()
                         .iter()
