@@ -36,6 +36,13 @@ pub const SWEEP_GRACE: chrono::Duration = chrono::Duration::hours(1);
 /// How often a daemon looks for keys to sweep (and once at start).
 pub const SWEEP_INTERVAL: chrono::Duration = chrono::Duration::hours(1);
 
+/// How long one change may spend making its KMS keys, and then retiring what
+/// it let go of: with the store's own deadlines, a pass stays well inside the
+/// systemd watchdog's 60 s.
+pub const MAKE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+/// See [`MAKE_DEADLINE`].
+pub const SETTLE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// At most this many KMS keys are made for one change: a decision needs at
 /// most a current and a next key per family.
 const MAX_KEYS_PER_CHANGE: usize = 2 * Algorithm::ALL.len();
@@ -321,24 +328,21 @@ impl KmsCustody {
         result
     }
 
-    /// While signing fails, asks KMS whether the current keys of `keyset` can
+    /// While signing fails, asks KMS whether a current key of `keyset` can
     /// sign again (the rotator, each pass): an issuer nobody routes requests
-    /// to while it is unready must still learn that KMS is back.
+    /// to while it is unready must still learn that KMS is back. One call,
+    /// bounded by the SDK's deadline.
     pub async fn probe_if_failing(&self, keyset: &Keyset, now: DateTime<Utc>) {
         if !self.failing.load(Ordering::Acquire) {
             return;
         }
-        let families: std::collections::BTreeSet<Algorithm> =
-            keyset.keys.iter().map(|key| key.alg).collect();
-        for alg in families {
-            if let Some(arn) =
-                crate::timeline::current_at(keyset, alg, now).and_then(|key| key.key.kms_arn())
-            {
-                let probed = self.kms.probe(arn).await;
-                if self.record(probed).is_err() {
-                    return;
-                }
-            }
+        let current = keyset.keys.iter().find_map(|key| {
+            let current = crate::timeline::state_at(key, now) == crate::timeline::KeyState::Current;
+            key.key.kms_arn().filter(|_| current)
+        });
+        if let Some(arn) = current {
+            let probed = self.kms.probe(arn).await;
+            let _ = self.record(probed);
         }
     }
 
@@ -354,9 +358,22 @@ impl KmsCustody {
     }
 
     /// Retires the keys a change let go of: those it made and did not store,
-    /// and those it took out of the keyset. A failure is logged; the sweep
-    /// retires the key later.
+    /// and those it took out of the keyset, within [`SETTLE_DEADLINE`] (a
+    /// pass must not outlast the watchdog). A key not retired is logged; the
+    /// sweep retires it later.
     pub async fn settle(&self, pool: &Pool, stored: Option<&Keyset>) {
+        if tokio::time::timeout(SETTLE_DEADLINE, self.settle_now(pool, stored))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "retiring KMS keys took over {}s; the sweep retires the rest",
+                SETTLE_DEADLINE.as_secs()
+            );
+        }
+    }
+
+    async fn settle_now(&self, pool: &Pool, stored: Option<&Keyset>) {
         let mut arns: Vec<&str> = pool.released.iter().map(String::as_str).collect();
         match stored {
             Some(keyset) => arns.extend(

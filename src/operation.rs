@@ -262,6 +262,7 @@ async fn decide_with_kms(
     times: Times,
     pool: &mut Pool,
 ) -> Result<Decision, OperationError> {
+    let deadline = tokio::time::Instant::now() + crate::custody::MAKE_DEADLINE;
     loop {
         let mut maker = PoolMaker::new(&pool.keys);
         let decision = planner.apply_with(operation, keyset, times, &mut maker)?;
@@ -277,7 +278,15 @@ async fn decide_with_kms(
             .into());
         }
         for alg in missing {
-            pool.keys.push(custody.make_key(alg).await?);
+            let made = tokio::time::timeout_at(deadline, custody.make_key(alg))
+                .await
+                .map_err(|_| {
+                    KmsError::Unavailable(format!(
+                        "making the KMS keys of one change took over {}s",
+                        crate::custody::MAKE_DEADLINE.as_secs()
+                    ))
+                })??;
+            pool.keys.push(made);
         }
     }
 }

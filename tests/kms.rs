@@ -400,3 +400,44 @@ fn pyjwt_verifies_kms_signed_tokens_across_rotations() {
         "after the daemon stopped, the KMS keys alive are the keys stored"
     );
 }
+
+/// KMS black-holed (it accepts and never answers) when a rotation needs a
+/// key: the pass ends within the deadlines (the SDK's 10 s per call, 20 s for
+/// the keys of one change), long before systemd's 60 s watchdog; the old keys
+/// stay published and `/readyz` says why; the next pass after KMS is back
+/// makes the key.
+#[test]
+fn a_black_holed_kms_ends_a_rotation_pass_within_its_deadlines() {
+    let endpoint = crate::aws::emulator();
+    let proxy = Proxy::start(endpoint);
+    let issuer = unique_issuer();
+    let daemon = InProcess::start_with_kms(
+        &config(&issuer, proxy.addr()).build(),
+        start(),
+        kms(proxy.addr()),
+    );
+    let before = daemon.keys();
+    proxy.set_mode(Mode::BlackHole);
+    // The next key activates: its successor is due, and KMS does not answer.
+    let began = Instant::now();
+    daemon.advance(Duration::from_secs(3));
+    let took = began.elapsed();
+    assert!(
+        took < jwkd::custody::MAKE_DEADLINE + jwkd::custody::SETTLE_DEADLINE,
+        "the pass took {took:?}"
+    );
+    let ready = daemon.get("/readyz");
+    assert_eq!(ready.status, 503, "{ready}");
+    assert!(ready.text().contains("KMS could not make a key"), "{ready}");
+    let kids: BTreeSet<String> = daemon.keys().into_iter().map(|key| key.kid).collect();
+    assert!(
+        before.iter().all(|key| kids.contains(&key.kid)),
+        "no key was lost"
+    );
+
+    proxy.set_mode(Mode::Forward);
+    daemon.advance(Duration::from_millis(500));
+    assert_eq!(daemon.get("/readyz").status, 200, "{}", daemon.logs());
+    // A successor per family.
+    assert_eq!(daemon.keys().len(), before.len() + 2, "{:?}", daemon.keys());
+}
