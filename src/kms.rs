@@ -33,9 +33,10 @@ pub const MAX_IN_FLIGHT: usize = 32;
 /// The largest message `Sign` takes with `MessageType=RAW`.
 pub const MAX_RAW_MESSAGE: usize = 4096;
 
-/// `kms.signs_per_second` unless set: a third of KMS's smallest default
-/// request quota for asymmetric signing (300 a second for ECC keys, shared by
-/// every caller in the account and region).
+/// `kms.signs_per_second` unless set: a tenth of KMS's default request quota
+/// for asymmetric signing (1,000 a second for ECC and RSA keys per AWS's
+/// "Request quotas" page at the time of writing, 300 for ECC on older
+/// versions of it), which every caller in the account and region shares.
 pub const DEFAULT_SIGNS_PER_SECOND: u32 = 100;
 
 /// The shortest pending window before KMS deletes a key, in days.
