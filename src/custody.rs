@@ -143,6 +143,21 @@ impl Custodian {
         }
     }
 
+    /// The KMS series of `/metrics`; `None` for local custody.
+    pub fn gauges(&self) -> Option<crate::metrics::KmsGauges> {
+        match self {
+            Custodian::Local => None,
+            Custodian::Kms(custody) => {
+                let (made, retired) = custody.counts();
+                Some(crate::metrics::KmsGauges {
+                    signing: !custody.failing.load(Ordering::Acquire),
+                    made,
+                    retired,
+                })
+            }
+        }
+    }
+
     /// Whether issuers may pull the private keys (`/v1/signing-keys`).
     pub fn exportable(&self) -> bool {
         matches!(self, Custodian::Local)

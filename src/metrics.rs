@@ -67,6 +67,9 @@ pub struct Metrics {
     tokens_issued: Family<IssuerLabel, Counter>,
     auth_throttled: Family<IssuerLabel, Counter>,
     http_requests: Family<RequestLabels, Counter>,
+    kms_signing: Family<IssuerLabel, Gauge>,
+    kms_keys_made: Family<IssuerLabel, Gauge>,
+    kms_keys_retired: Family<IssuerLabel, Gauge>,
 }
 
 /// One issuer's counters: the series of [`Metrics`] with its `issuer` label.
@@ -95,6 +98,20 @@ pub struct IssuerGauges<'a> {
     pub families: &'a [crate::keys::Algorithm],
     /// How its clock stood against its store.
     pub clock: &'a ClockView,
+    /// Under KMS custody: whether KMS signs, and the KMS keys this daemon
+    /// made and retired since it started.
+    pub kms: Option<KmsGauges>,
+}
+
+/// The KMS series of an issuer under KMS custody.
+#[derive(Clone, Copy, Debug)]
+pub struct KmsGauges {
+    /// The last signature or probe succeeded.
+    pub signing: bool,
+    /// KMS keys made since start.
+    pub made: u64,
+    /// KMS keys disabled and scheduled for deletion since start.
+    pub retired: u64,
 }
 
 impl Default for Metrics {
@@ -119,6 +136,9 @@ impl Metrics {
             tokens_issued: Family::default(),
             auth_throttled: Family::default(),
             http_requests: Family::default(),
+            kms_signing: Family::default(),
+            kms_keys_made: Family::default(),
+            kms_keys_retired: Family::default(),
         };
         registry.register(
             "clock_offset_seconds",
@@ -166,6 +186,21 @@ impl Metrics {
             "HTTP requests by issuer, route and status",
             metrics.http_requests.clone(),
         );
+        registry.register(
+            "kms_signing",
+            "Issuers with keys.custody = \"kms\": 1 while KMS signs, 0 after a failed signature until one succeeds",
+            metrics.kms_signing.clone(),
+        );
+        registry.register(
+            "kms_keys_made",
+            "Issuers with keys.custody = \"kms\": KMS keys this daemon made since it started",
+            metrics.kms_keys_made.clone(),
+        );
+        registry.register(
+            "kms_keys_retired",
+            "Issuers with keys.custody = \"kms\": KMS keys this daemon disabled and scheduled for deletion since it started",
+            metrics.kms_keys_retired.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -209,6 +244,18 @@ impl Metrics {
             self.clock_skew_exceeded
                 .get_or_create(&label)
                 .set(i64::from(gauges.clock.skew.is_some()));
+            if let Some(kms) = gauges.kms {
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                self.kms_signing
+                    .get_or_create(&label)
+                    .set(i64::from(kms.signing));
+                self.kms_keys_made
+                    .get_or_create(&label)
+                    .set(count(kms.made));
+                self.kms_keys_retired
+                    .get_or_create(&label)
+                    .set(count(kms.retired));
+            }
             let now = gauges.clock.time_at(now);
             for state in [
                 KeyState::Next,
@@ -273,12 +320,18 @@ mod tests {
                     keyset: &keyset,
                     families: &[crate::keys::Algorithm::Es256],
                     clock: &clock,
+                    kms: None,
                 },
                 IssuerGauges {
                     issuer: "billing",
                     keyset: &Keyset::default(),
                     families: &[crate::keys::Algorithm::Es384],
                     clock: &clock,
+                    kms: Some(KmsGauges {
+                        signing: false,
+                        made: 4,
+                        retired: 1,
+                    }),
                 },
             ],
             now,
@@ -297,8 +350,13 @@ mod tests {
             "\njwkd_current_key_age_seconds{alg=\"ES256\"} 6",
             "\njwkd_clock_skew_exceeded 0",
             "\njwkd_clock_skew_exceeded{issuer=\"billing\"} 0",
+            "\njwkd_kms_signing{issuer=\"billing\"} 0",
+            "\njwkd_kms_keys_made{issuer=\"billing\"} 4",
+            "\njwkd_kms_keys_retired{issuer=\"billing\"} 1",
         ] {
             assert!(text.contains(series), "{series} missing from\n{text}");
         }
+        // A local issuer has no KMS series.
+        assert!(!text.contains("\njwkd_kms_signing 0"), "{text}");
     }
 }

@@ -93,6 +93,7 @@ pub fn metrics(issuers: &Issuers) -> warp::reply::Response {
             keyset: &view.keyset,
             families: &config.keys.algorithms,
             clock: &view.clock,
+            kms: api.shared.custodian.gauges(),
         })
         .collect();
     let text = issuers

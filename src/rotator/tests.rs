@@ -189,6 +189,7 @@ async fn beyond_the_skew_nothing_is_written_the_reason_is_served_and_writes_resu
         keyset: &view.keyset,
         families: &[Algorithm::Es256],
         clock: &view.clock,
+        kms: None,
     };
     let metrics = shared.common.metrics.render_at(&[gauges], stepped_back);
     assert!(metrics.contains("jwkd_clock_skew_exceeded 1"), "{metrics}");
