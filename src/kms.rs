@@ -509,7 +509,7 @@ impl Kms {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use aws_config::{BehaviorVersion, Region};
     use aws_sdk_kms::config::Credentials;
     use serde_json::{Value, json};
@@ -517,20 +517,27 @@ mod tests {
     use super::*;
     use crate::store::aws::tests::endpoint;
 
-    /// The emulator's KMS (the one `scripts/test` starts for Secrets Manager).
-    fn kms(suite: &str) -> Kms {
+    /// The KMS at `endpoint_url`, with static test credentials and the
+    /// timeouts and retries jwkd uses.
+    pub(crate) fn kms_at(endpoint_url: &str) -> Kms {
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
-            .endpoint_url(endpoint(suite))
+            .endpoint_url(endpoint_url)
             .timeout_config(crate::store::aws::timeout_config())
             .retry_config(crate::store::aws::retry_config())
             .build();
         Kms::with_config(config)
     }
 
-    fn owner() -> Owner {
+    /// The emulator's KMS (the one `scripts/test` starts for Secrets Manager).
+    pub(crate) fn kms(suite: &str) -> Kms {
+        kms_at(&endpoint(suite))
+    }
+
+    /// Tags no other test uses.
+    pub(crate) fn owner() -> Owner {
         let id = rand::random::<u64>();
         Owner {
             issuer: format!("https://test-{id:016x}.example"),
@@ -722,13 +729,7 @@ mod tests {
     #[tokio::test]
     async fn what_kms_cannot_do_is_said_before_any_call() {
         // No emulator needed: nothing is sent.
-        let config = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
-            .endpoint_url("http://127.0.0.1:9")
-            .build();
-        let kms = Kms::with_config(config);
+        let kms = kms_at("http://127.0.0.1:9");
         let err = kms
             .create_key(Algorithm::EdDsa, &owner())
             .await
@@ -749,15 +750,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_kms_is_unavailable_not_refused() {
-        let config = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "jwkd-tests"))
-            .endpoint_url("http://127.0.0.1:9")
-            .timeout_config(crate::store::aws::timeout_config())
-            .retry_config(crate::store::aws::retry_config())
-            .build();
-        let kms = Kms::with_config(config);
+        let kms = kms_at("http://127.0.0.1:9");
         let err = tokio::time::timeout(
             std::time::Duration::from_secs(30),
             kms.sign("arn", Algorithm::Es256, b"x"),

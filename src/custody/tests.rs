@@ -170,32 +170,7 @@ mod emulator {
     use super::*;
     use crate::keyset::Keyset;
 
-    fn kms(suite: &str) -> Kms {
-        use aws_config::{BehaviorVersion, Region};
-        let config = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_kms::config::Credentials::new(
-                "test",
-                "test",
-                None,
-                None,
-                "jwkd-tests",
-            ))
-            .endpoint_url(crate::store::aws::tests::endpoint(suite))
-            .timeout_config(crate::store::aws::timeout_config())
-            .retry_config(crate::store::aws::retry_config())
-            .build();
-        Kms::with_config(config)
-    }
-
-    fn owner() -> Owner {
-        let id = rand::random::<u64>();
-        Owner {
-            issuer: format!("https://custody-{id:016x}.example"),
-            keyset: format!("memory:{id:016x}"),
-        }
-    }
+    use crate::kms::tests::{kms, owner};
 
     fn custody(custodian: &Custodian) -> &KmsCustody {
         match custodian {
