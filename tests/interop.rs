@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::util::{Client, TestConfig, TestDir};
 
 /// A long-lived verifier: one token per line in, `ok <kid>` or `error <reason>` out.
-pub(crate) const VERIFIER: &str = r#"
+const VERIFIER: &str = r#"
 import sys, jwt
 url, audience, issuer = sys.argv[1], sys.argv[2], sys.argv[3]
 # Cache the key set for the JWKS max-age, as a well-behaved verifier does.
@@ -31,15 +31,60 @@ for line in sys.stdin:
         print("error", type(err).__name__, err, flush=True)
 "#;
 
+/// PyJWT's `PyJWKClient` verifying tokens against the JWKS at a URL, in a
+/// Python process of its own; stopped on drop.
+pub(crate) struct PyJwt {
+    child: std::process::Child,
+    to_python: Option<std::process::ChildStdin>,
+    from_python: BufReader<std::process::ChildStdout>,
+}
+
+impl PyJwt {
+    /// Verifies against the JWKS at `url`, for `audience` and `issuer`. Fails,
+    /// saying what to install, without `JWKD_TEST_PYTHON`.
+    pub(crate) fn start(url: &str, audience: &str, issuer: &str) -> PyJwt {
+        let python = std::env::var_os("JWKD_TEST_PYTHON").unwrap_or_else(|| {
+            panic!(
+                "JWKD_TEST_PYTHON is not set: this test needs a Python with PyJWT; run \
+                 ./scripts/test, which installs it into .venv, or set it to such a Python"
+            )
+        });
+        let mut child = Command::new(python)
+            .args(["-c", VERIFIER, url, audience, issuer])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the PyJWT verifier");
+        let to_python = child.stdin.take();
+        let from_python = BufReader::new(child.stdout.take().expect("piped stdout"));
+        PyJwt {
+            child,
+            to_python,
+            from_python,
+        }
+    }
+
+    /// PyJWT's verdict on `token`: `ok <kid>` or `error <reason>`.
+    pub(crate) fn verify(&mut self, token: &str) -> String {
+        let to_python = self.to_python.as_mut().expect("open until drop");
+        writeln!(to_python, "{token}").unwrap();
+        let mut answer = String::new();
+        self.from_python.read_line(&mut answer).unwrap();
+        answer
+    }
+}
+
+impl Drop for PyJwt {
+    fn drop(&mut self) {
+        // Closing its stdin ends the verifier's loop.
+        drop(self.to_python.take());
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn pyjwt_verifies_our_tokens_across_rotations() {
     // `cargo nextest run` leaves this test out; `--profile e2e` runs it.
-    let python = std::env::var_os("JWKD_TEST_PYTHON").unwrap_or_else(|| {
-        panic!(
-            "JWKD_TEST_PYTHON is not set: this test needs a Python with PyJWT; run \
-             ./scripts/test, which installs it into .venv, or set it to such a Python"
-        )
-    });
     let dir = TestDir::new(
         &TestConfig::fast()
             .algorithms(&["ES256", "RS256"])
@@ -57,14 +102,7 @@ fn pyjwt_verifies_our_tokens_across_rotations() {
     let daemon = dir.serve();
     daemon.wait_ready(Duration::from_secs(20));
     let url = format!("http://{}/.well-known/jwks.json", daemon.addr());
-    let mut verifier = Command::new(python)
-        .args(["-c", VERIFIER, &url, "payments", "https://issuer.test"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the PyJWT verifier");
-    let mut to_python = verifier.stdin.take().unwrap();
-    let mut from_python = BufReader::new(verifier.stdout.take().unwrap());
+    let mut verifier = PyJwt::start(&url, "payments", "https://issuer.test");
 
     let mut kids_seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(9);
@@ -92,9 +130,7 @@ fn pyjwt_verifies_our_tokens_across_rotations() {
                     .unwrap(),
             )
             .unwrap();
-            writeln!(to_python, "{token}").unwrap();
-            let mut answer = String::new();
-            from_python.read_line(&mut answer).unwrap();
+            let answer = verifier.verify(&token);
             assert!(
                 answer.starts_with("ok "),
                 "PyJWT rejected a {} token from kid {}: {answer}\n---- daemon ----\n{}",
@@ -107,8 +143,6 @@ fn pyjwt_verifies_our_tokens_across_rotations() {
         }
         std::thread::sleep(Duration::from_millis(150));
     }
-    drop(to_python);
-    let _ = verifier.wait();
     // Two families rotating every 2 s for 9 s: at least three keys each signed.
     assert!(
         kids_seen.len() >= 6,
@@ -122,12 +156,6 @@ fn pyjwt_verifies_our_tokens_across_rotations() {
 /// issuer, and accepts billing's own, across rotations of both.
 #[test]
 fn pyjwt_refuses_a_token_signed_by_another_issuers_key() {
-    let python = std::env::var_os("JWKD_TEST_PYTHON").unwrap_or_else(|| {
-        panic!(
-            "JWKD_TEST_PYTHON is not set: this test needs a Python with PyJWT; run \
-             ./scripts/test, which installs it into .venv, or set it to such a Python"
-        )
-    });
     const ORDERS: &str = "https://auth.test";
     const BILLING: &str = "https://auth.test/billing";
     let base = TestConfig::fast()
@@ -143,20 +171,8 @@ fn pyjwt_refuses_a_token_signed_by_another_issuers_key() {
     let daemon = dir.serve();
     daemon.wait_ready(Duration::from_secs(20));
     let url = format!("http://{}/billing/.well-known/jwks.json", daemon.addr());
-    let mut verifier = Command::new(python)
-        .args(["-c", VERIFIER, &url, "payments", BILLING])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the PyJWT verifier");
-    let mut to_python = verifier.stdin.take().unwrap();
-    let mut from_python = BufReader::new(verifier.stdout.take().unwrap());
-    let mut ask = |token: &str| {
-        writeln!(to_python, "{token}").unwrap();
-        let mut answer = String::new();
-        from_python.read_line(&mut answer).unwrap();
-        answer
-    };
+    let mut verifier = PyJwt::start(&url, "payments", BILLING);
+    let mut ask = |token: &str| verifier.verify(token);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -215,8 +231,6 @@ fn pyjwt_refuses_a_token_signed_by_another_issuers_key() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
-    drop(to_python);
-    let _ = verifier.wait();
     assert!(
         forged_kids.len() >= 3,
         "the orders key should have rotated at least twice in 7 s: {} headers",

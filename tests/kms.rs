@@ -9,9 +9,8 @@
 //! clock; the PyJWT one runs the binary on real time, as an operator would.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::{BehaviorVersion, Region};
@@ -319,12 +318,6 @@ fn a_kms_outage_is_a_503_and_readyz_says_so_until_kms_is_back() {
 /// stop the KMS keys alive are exactly those of the stored keyset.
 #[test]
 fn pyjwt_verifies_kms_signed_tokens_across_rotations() {
-    let python = std::env::var_os("JWKD_TEST_PYTHON").unwrap_or_else(|| {
-        panic!(
-            "JWKD_TEST_PYTHON is not set: this test needs a Python with PyJWT; run \
-             ./scripts/test, which installs it into .venv, or set it to such a Python"
-        )
-    });
     let endpoint = crate::aws::emulator();
     let issuer = unique_issuer();
     let dir = TestDir::new(
@@ -339,14 +332,7 @@ fn pyjwt_verifies_kms_signed_tokens_across_rotations() {
     daemon.wait_listening(Duration::from_secs(30));
     daemon.wait_ready(Duration::from_secs(30));
     let url = format!("http://{}/.well-known/jwks.json", daemon.addr());
-    let mut verifier = Command::new(python)
-        .args(["-c", crate::interop::VERIFIER, &url, AUD, &issuer])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the PyJWT verifier");
-    let mut to_python = verifier.stdin.take().unwrap();
-    let mut from_python = BufReader::new(verifier.stdout.take().unwrap());
+    let mut verifier = crate::interop::PyJwt::start(&url, AUD, &issuer);
     let mut kids = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(9);
     while Instant::now() < deadline {
@@ -362,9 +348,7 @@ fn pyjwt_verifies_kms_signed_tokens_across_rotations() {
             );
             assert_eq!(response.status, 200, "{response}");
             let token = response.json()["access_token"].as_str().unwrap().to_owned();
-            writeln!(to_python, "{token}").unwrap();
-            let mut answer = String::new();
-            from_python.read_line(&mut answer).unwrap();
+            let answer = verifier.verify(&token);
             assert!(
                 answer.starts_with("ok "),
                 "PyJWT rejected a {} token: {answer}\n---- daemon ----\n{}",
@@ -375,8 +359,7 @@ fn pyjwt_verifies_kms_signed_tokens_across_rotations() {
         }
         std::thread::sleep(Duration::from_millis(150));
     }
-    drop(to_python);
-    let _ = verifier.wait();
+    drop(verifier);
     assert!(kids.len() >= 6, "only {} keys signed: {kids:?}", kids.len());
     // A graceful stop finishes the pass in progress, retirements included
     // (what a kill -9 leaves behind is the sweep's: custody::tests).
