@@ -41,6 +41,8 @@ pub mod config;
 pub mod custody;
 pub mod daemon;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generator;
 pub mod http;
 pub mod keys;

@@ -6,6 +6,7 @@ mod client_examples;
 mod client_rotation;
 mod clocks;
 mod config_rules;
+mod fuzz;
 mod hardening;
 mod interop;
 mod issuers;

@@ -33,7 +33,7 @@ fn decode_component(text: &str) -> String {
 ///
 /// # Errors
 /// Why the header is present but cannot be read (never a part of it).
-fn parse_header(
+pub(crate) fn parse_header(
     header: Option<&str>,
     allow_bearer: bool,
 ) -> Result<Option<Presented>, &'static str> {
@@ -60,6 +60,10 @@ fn parse_header(
     } else {
         return Err("unsupported authorization scheme");
     };
+    // No configured client has an empty id: refuse it before any hashing.
+    if pair.0.is_empty() {
+        return Err("the credentials have no client id");
+    }
     Ok(Some(Presented {
         client_id: pair.0,
         secret: zeroize::Zeroizing::new(pair.1),
@@ -329,6 +333,22 @@ pub async fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (`fuzz/regressions/token_request/empty-client-id`):
+    /// an empty client id used to reach a full credential check.
+    #[test]
+    fn an_empty_client_id_is_refused_before_any_check() {
+        for (header, bearer) in [
+            (
+                format!("Basic {}", STANDARD.encode(":orders-secret")),
+                false,
+            ),
+            ("Bearer :minter-secret".to_owned(), true),
+        ] {
+            let err = parse_header(Some(&header), bearer).err();
+            assert_eq!(err, Some("the credentials have no client id"), "{header}");
+        }
+    }
 
     #[test]
     fn basic_credentials_are_form_decoded() {

@@ -10,7 +10,7 @@
 //! built and requests are labelled for metrics.
 
 mod admin;
-mod credentials;
+pub(crate) mod credentials;
 mod discovery;
 mod error;
 mod issuer;
@@ -18,7 +18,7 @@ mod jwks;
 mod mint;
 mod ops;
 pub mod server;
-mod token;
+pub(crate) mod token;
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -14,7 +14,7 @@ use super::mint::Mint;
 use crate::state::Shared;
 
 /// The request parameters, each at most once (RFC 6749 §3.2).
-fn parse_form(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(crate) fn parse_form(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     let mut params = Map::new();
     for (name, value) in form_urlencoded::parse(body) {
         if params
