@@ -14,6 +14,7 @@ mod kms;
 mod packaging;
 mod readme;
 mod rotation;
+mod store_faults;
 mod store_file;
 mod systemd;
 mod token_api;
