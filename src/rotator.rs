@@ -70,6 +70,9 @@ pub struct Rotator {
     /// The store failures since the last success, so a recovery can say how
     /// long the outage lasted.
     outage: Option<Outage>,
+    /// The last write failed: a read that succeeds does not end the outage
+    /// (a store can answer reads and fail every write).
+    write_failing: bool,
 }
 
 /// Store operations failing in a row.
@@ -97,6 +100,7 @@ impl Rotator {
             status: None,
             skew: None,
             outage: None,
+            write_failing: false,
         }
     }
 
@@ -188,7 +192,8 @@ impl Rotator {
                 Ok((stored, changes)) => {
                     self.clock_agrees();
                     self.count_changes(&changes);
-                    if !changes.is_empty() {
+                    if !changes.is_empty() || self.write_failing {
+                        self.write_failing = false;
                         self.record_success();
                     }
                     self.snapshot = Some(stored);
@@ -199,6 +204,7 @@ impl Rotator {
                 }
                 Err(err) => {
                     self.shared.metrics.rotation_failures.inc();
+                    self.write_failing = true;
                     self.record_failure(&err.to_string(), public_reason(&err));
                     // Keep the last good keyset: never publish what was not stored.
                     self.snapshot = Some(snapshot);
@@ -257,7 +263,16 @@ impl Rotator {
             Ok(snapshot) => {
                 self.last_refresh = Some(now);
                 self.snapshot = Some(snapshot);
-                self.record_success();
+                if self.write_failing {
+                    // It answers, but the outage lasts until a write succeeds.
+                    let previous = self.shared.store_status.load();
+                    self.shared.store_status.store(Arc::new(StoreStatus {
+                        last_success: Some(self.clock.now()),
+                        ..(**previous).clone()
+                    }));
+                } else {
+                    self.record_success();
+                }
                 true
             }
             Err(err) => {
@@ -474,6 +489,7 @@ impl Rotator {
                 self.count_changes(&changes);
                 self.snapshot = Some(snapshot);
                 self.last_refresh = Some(self.clock.now());
+                self.write_failing = false;
                 self.record_success();
                 self.publish(self.clock.now());
                 Ok(changes)
@@ -481,6 +497,7 @@ impl Rotator {
             Err(err) => {
                 match &err {
                     OperationError::Store(store_error) => {
+                        self.write_failing = true;
                         self.record_failure(&store_error.to_string(), store_reason(store_error));
                     }
                     OperationError::Clock(skew) => {

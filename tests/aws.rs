@@ -730,3 +730,96 @@ fn two_issuers_keep_a_secret_each_across_replicas() {
         "{unknown}"
     );
 }
+
+/// Secrets Manager failing mid-write: `PutSecretValue` goes through, the
+/// `UpdateSecretVersionStage` that would make it current gets a 500, then
+/// never answers. Each time the replica keeps serving the stored keyset
+/// (`AWSCURRENT` unchanged and loading), `/readyz` says why, and once writes
+/// work again it stores the rotations due and is ready by itself.
+#[test]
+fn a_write_failing_or_stalling_midway_loses_nothing_and_recovers() {
+    let emulator = emulator();
+    let proxy = Proxy::start(emulator);
+    let secret_id = format!("jwkd-it/midway-{:016x}", rand::random::<u64>());
+    let dir = TestDir::new(&config(&secret_id, proxy.addr()));
+    let mut cmd = util::jwkd();
+    replica::with_test_credentials(&mut cmd);
+    let mut daemon = Daemon::spawn_command(cmd, &dir.config_path());
+    daemon.wait_listening(Duration::from_secs(30));
+    daemon.wait_ready(Duration::from_secs(30));
+    let eventually = |limit: Duration, check: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline && !check() {
+            thread::sleep(POLL);
+        }
+        check()
+    };
+    // The SDK gives up on a stalled call after 10 s, and the replica then
+    // retries with backoff: allow for two of those.
+    for (mode, limit) in [
+        (Mode::FailWrites, Duration::from_secs(10)),
+        (Mode::StallWrites, Duration::from_secs(30)),
+    ] {
+        let before = read_current(emulator, &secret_id)
+            .unwrap()
+            .expect("a secret");
+        proxy.set_mode(mode);
+        assert!(
+            eventually(limit, &|| {
+                let ready = daemon.get("/readyz");
+                ready.status == 503 && ready.text().contains("the keyset store is unavailable")
+            }),
+            "{mode:?}: /readyz never said the store is unavailable: {}\n{}",
+            daemon.get("/readyz"),
+            daemon.stderr_text()
+        );
+        let during = read_current(emulator, &secret_id)
+            .unwrap()
+            .expect("a secret");
+        assert_eq!(during.version, before.version, "{mode:?}: AWSCURRENT moved");
+        let served = daemon.jwks_kids(true);
+        let stored: BTreeSet<String> = during.keys.keys().cloned().collect();
+        assert!(
+            served.is_subset(&stored),
+            "{mode:?}: a key not in AWSCURRENT is served"
+        );
+        assert!(!served.is_empty());
+
+        proxy.set_mode(Mode::Forward);
+        assert!(
+            eventually(Duration::from_secs(30), &|| daemon.get("/readyz").status
+                == 200),
+            "{mode:?}: not ready again: {}\n{}",
+            daemon.get("/readyz"),
+            daemon.stderr_text()
+        );
+        let after = read_current(emulator, &secret_id)
+            .unwrap()
+            .expect("a secret");
+        assert_ne!(
+            after.version, before.version,
+            "{mode:?}: nothing stored after"
+        );
+        let served = daemon.jwks_kids(true);
+        let stored: BTreeSet<String> = after.keys.keys().cloned().collect();
+        assert!(
+            eventually(Duration::from_secs(5), &|| daemon
+                .jwks_kids(true)
+                .is_subset(
+                    &read_current(emulator, &secret_id)
+                        .unwrap()
+                        .expect("a secret")
+                        .keys
+                        .keys()
+                        .cloned()
+                        .collect()
+                )),
+            "{mode:?}: served {served:?}, stored {stored:?}"
+        );
+    }
+    let counts = proxy.counts();
+    assert!(
+        counts.get("UpdateSecretVersionStage").copied().unwrap_or(0) >= 2,
+        "{counts:?}"
+    );
+}

@@ -311,6 +311,46 @@ async fn a_recovered_store_is_logged_once_with_the_outage() {
     );
 }
 
+/// A store that answers reads and fails every write is still an outage: the
+/// reads do not end it, `/readyz` keeps the reason, and only the write that
+/// succeeds says the store is back.
+#[tokio::test(start_paused = true)]
+async fn reads_that_succeed_do_not_end_an_outage_of_writes() {
+    let (store, clock, shared, mut rotator, start) = manual_rotator("");
+    let (logs, _guard) = capture_logs();
+    rotator.tick().await;
+    shared.readiness_at(start).unwrap();
+    store.fail_writes.store(true, Ordering::SeqCst);
+    // Past the next key's activation: a successor is due, and cannot be written.
+    let due = at("2030-01-02T03:00:01Z");
+    for at in [
+        due,
+        due + chrono::Duration::seconds(2),
+        due + chrono::Duration::seconds(4),
+    ] {
+        clock.set(at);
+        rotator.last_refresh = None; // a read each pass, and it succeeds
+        rotator.tick().await;
+        assert_eq!(
+            shared.readiness_at(at),
+            Err("the keyset store is unavailable (the log says why)".to_owned()),
+            "at {at}"
+        );
+    }
+    assert!(!logs.text().contains("reachable again"), "{}", logs.text());
+    store.fail_writes.store(false, Ordering::SeqCst);
+    let back = due + chrono::Duration::seconds(6);
+    clock.set(back);
+    rotator.tick().await;
+    shared.readiness_at(back).unwrap();
+    assert!(
+        logs.text()
+            .contains("keyset store memory is reachable again after 3 failed attempts over 6.0s"),
+        "{}",
+        logs.text()
+    );
+}
+
 /// The backoff after a failure doubles from [`RETRY_INITIAL`], up to the refresh
 /// interval, each sleep jittered to 50-100% of it; one success resets it.
 #[tokio::test(start_paused = true)]

@@ -13,6 +13,8 @@ pub struct MemoryStore {
     document: Mutex<Option<Vec<u8>>>,
     /// While set, every call fails with [`StoreError::Unavailable`].
     pub unavailable: AtomicBool,
+    /// While set, reads work and every write fails with [`StoreError::Unavailable`].
+    pub fail_writes: AtomicBool,
     /// Successful writes so far.
     pub writes: AtomicUsize,
     /// What every load reports as the store's clock.
@@ -70,6 +72,12 @@ impl KeyStore for MemoryStore {
         keyset: &Keyset,
     ) -> Result<Version, StoreError> {
         self.check_available()?;
+        if self.fail_writes.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable {
+                location: self.location(),
+                reason: "writes switched off by the test".into(),
+            });
+        }
         let mut document = self.document.lock().expect("memory store lock");
         let stored = document.as_deref().map(content_version);
         if stored.as_ref() != base {

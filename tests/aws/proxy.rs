@@ -26,7 +26,26 @@ pub enum Mode {
     Drop = 1,
     /// Accept, then neither read nor answer (the peer's timeouts must fire).
     BlackHole = 2,
+    /// Forward everything but the second step of a write
+    /// (`UpdateSecretVersionStage`, after `PutSecretValue` went through),
+    /// which gets a `500` as if Secrets Manager failed mid-write.
+    FailWrites = 3,
+    /// As [`Mode::FailWrites`], but the second step is never answered: the
+    /// writer's timeouts must fire mid-write.
+    StallWrites = 4,
 }
+
+/// Whether `mode` passes requests on (all but [`Mode::Drop`] and [`Mode::BlackHole`]).
+fn forwards(mode: u8) -> bool {
+    [Mode::Forward, Mode::FailWrites, Mode::StallWrites]
+        .iter()
+        .any(|forwarding| *forwarding as u8 == mode)
+}
+
+/// The answer of [`Mode::FailWrites`]: what Secrets Manager says on an internal error.
+const INTERNAL_ERROR: &str = "HTTP/1.1 500 Internal Server Error\r\nContent-Type: \
+     application/x-amz-json-1.1\r\nContent-Length: 72\r\nConnection: close\r\n\r\n\
+     {\"__type\":\"InternalServiceError\",\"Message\":\"injected by the test proxy\"}";
 
 #[derive(Default)]
 struct Shared {
@@ -162,11 +181,22 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counting: Option<&Arc<Shared>>) 
             Ok(n) => n,
         };
         if let Some(shared) = counting {
-            if mode(shared) != Mode::Forward as u8 {
+            let mode = mode(shared);
+            if !forwards(mode) {
                 break;
             }
             carry.extend_from_slice(&buf[..n]);
-            count_targets(shared, &mut carry);
+            let writes = count_targets(shared, &mut carry)
+                .iter()
+                .any(|operation| operation == "UpdateSecretVersionStage");
+            if writes && mode == Mode::FailWrites as u8 {
+                let _ = from.write_all(INTERNAL_ERROR.as_bytes());
+                break;
+            }
+            if writes && mode == Mode::StallWrites as u8 {
+                // The sockets stay open in `live` until the mode changes.
+                return;
+            }
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
@@ -178,8 +208,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counting: Option<&Arc<Shared>>) 
 
 /// Counts `x-amz-target: secretsmanager.<Operation>` lines in `carry` and drops
 /// what was read, keeping an unfinished header line and a short tail (a header can
-/// be split across two reads).
-fn count_targets(shared: &Shared, carry: &mut Vec<u8>) {
+/// be split across two reads). Returns the operations found.
+fn count_targets(shared: &Shared, carry: &mut Vec<u8>) -> Vec<String> {
+    let mut found = Vec::new();
     const NEEDLE: &[u8] = b"x-amz-target: secretsmanager.";
     let lower: Vec<u8> = carry.iter().map(u8::to_ascii_lowercase).collect();
     let mut keep_from = carry.len().saturating_sub(NEEDLE.len() + 64);
@@ -196,12 +227,14 @@ fn count_targets(shared: &Shared, carry: &mut Vec<u8>) {
             .counts
             .lock()
             .expect("counts lock")
-            .entry(operation)
+            .entry(operation.clone())
             .or_default() += 1;
+        found.push(operation);
         start = name_start + end;
         keep_from = keep_from.max(start);
     }
     carry.drain(..keep_from.min(carry.len()));
+    found
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
