@@ -368,3 +368,63 @@ fn the_matcher_needs_what_it_is_shown() {
     assert_eq!(parsed[1].kind, Kind::Script("export A=1".into()));
     assert!(blocks("<!-- readme-test: skip -->\n```sh\nx\n```\n").is_err());
 }
+
+/// Every Rust source file of the project, for looking up test names.
+fn rust_sources(dir: &Path, out: &mut String) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let name = path.file_name().unwrap().to_string_lossy();
+            if name != "target" && !name.starts_with('.') {
+                rust_sources(&path, out);
+            }
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+}
+
+/// The bad-input table names tests that exist: each `module::name` is a
+/// function `name` in the sources, each `module::*` a module with tests.
+#[test]
+fn the_bad_input_table_names_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## Bad input, and what jwkd does with it")
+        .nth(1)
+        .expect("the README has the bad-input table")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut sources = String::new();
+    rust_sources(&root.join("src"), &mut sources);
+    rust_sources(&root.join("tests"), &mut sources);
+    rust_sources(&root.join("client"), &mut sources);
+    let mut named = 0;
+    for row in section.lines().filter(|line| line.starts_with("| ")) {
+        let Some(proof) = row.trim_end_matches('|').rsplit('|').next() else {
+            continue;
+        };
+        for name in proof.split('`').skip(1).step_by(2) {
+            if name == "proved by" || !name.contains("::") {
+                continue;
+            }
+            named += 1;
+            let last = name.rsplit("::").next().unwrap();
+            if last == "*" {
+                let module = name.trim_end_matches("::*").rsplit("::").next().unwrap();
+                assert!(
+                    sources.contains(&format!("mod {module}")),
+                    "the bad-input table names tests of a module {module} that does not exist"
+                );
+            } else {
+                assert!(
+                    sources.contains(&format!("fn {last}(")),
+                    "the bad-input table names a test {name} that does not exist"
+                );
+            }
+        }
+    }
+    assert!(named > 20, "only {named} tests named: is the table still there?");
+}
