@@ -426,5 +426,8 @@ fn the_bad_input_table_names_tests_that_exist() {
             }
         }
     }
-    assert!(named > 20, "only {named} tests named: is the table still there?");
+    assert!(
+        named > 20,
+        "only {named} tests named: is the table still there?"
+    );
 }
