@@ -223,15 +223,16 @@ async fn serve(config: &Config, env: &Environment, clock: Arc<dyn Clock>) -> any
     )
     .await?;
     let (reload, reload_rx) = mpsc::channel::<()>(1);
-    let signals = tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            if let Err(err) = crate::runtime::signals(shutdown.clone(), reload).await {
-                tracing::error!(%err, "cannot install signal handlers; shutting down");
-                shutdown.cancel();
-            }
+    // Installed here, before READY=1, not in the task: a SIGTERM right after
+    // READY=1 must find the handler.
+    let signals = match crate::runtime::Signals::install() {
+        Ok(signals) => Some(tokio::spawn(signals.run(shutdown.clone(), reload))),
+        Err(err) => {
+            tracing::error!(%err, "cannot install signal handlers; shutting down");
+            shutdown.cancel();
+            None
         }
-    });
+    };
 
     tracing::info!(
         "{}",
@@ -239,12 +240,15 @@ async fn serve(config: &Config, env: &Environment, clock: Arc<dyn Clock>) -> any
     );
     // Keyset loaded and published, listeners bound: systemd may start what depends on us.
     crate::runtime::notify_ready(daemon.status());
+    crate::runtime::seed_randomness_in_background();
 
     reload_on_signal(&daemon, &config.file, &*clock, reload_rx, &shutdown).await;
     crate::runtime::notify_stopping();
     let stopped = async {
         daemon.join().await;
-        let _ = signals.await;
+        if let Some(signals) = signals {
+            let _ = signals.await;
+        }
     };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
         .await

@@ -307,7 +307,7 @@ impl Daemon {
     /// # Errors
     /// A store that cannot be opened or read (a [`ConfigError`]), an address
     /// of a listener that cannot be read, a client authenticator that cannot
-    /// be set up (no randomness).
+    /// be set up (its hashing threads).
     pub async fn start(
         config: Config,
         stores: Arc<dyn Stores>,

@@ -13,33 +13,65 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Listens for signals: cancels `shutdown` on SIGTERM/SIGINT, sends on `reload`
-/// for each SIGHUP. Returns when shutdown starts.
-///
-/// # Errors
-/// When the signal handlers cannot be installed.
-pub async fn signals(shutdown: CancellationToken, reload: mpsc::Sender<()>) -> std::io::Result<()> {
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-            _ = hangup.recv() => {
-                // A reload already queued covers this one too.
-                let _ = reload.try_send(());
-            }
-            () = shutdown.cancelled() => return Ok(()),
-        }
+/// The signals `serve` handles, installed: from [`Signals::install`] on, SIGTERM
+/// and SIGINT no longer end the process at once and SIGHUP no longer kills it;
+/// each waits for [`Signals::run`]. Installed before `READY=1`, so that a
+/// SIGTERM sent as soon as systemd hears it is a graceful shutdown.
+#[derive(Debug)]
+pub struct Signals {
+    terminate: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers (on the current tokio runtime).
+    ///
+    /// # Errors
+    /// When a handler cannot be installed.
+    pub fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
     }
-    tracing::info!("shutting down: no new connections; finishing requests in flight");
-    shutdown.cancel();
-    Ok(())
+
+    /// Cancels `shutdown` on SIGTERM/SIGINT, sends on `reload` for each SIGHUP.
+    /// Returns when shutdown starts.
+    pub async fn run(mut self, shutdown: CancellationToken, reload: mpsc::Sender<()>) {
+        loop {
+            tokio::select! {
+                _ = self.terminate.recv() => break,
+                _ = self.interrupt.recv() => break,
+                _ = self.hangup.recv() => {
+                    // A reload already queued covers this one too.
+                    let _ = reload.try_send(());
+                }
+                () = shutdown.cancelled() => return,
+            }
+        }
+        tracing::info!("shutting down: no new connections; finishing requests in flight");
+        shutdown.cancel();
+    }
+}
+
+/// Seeds aws-lc's random generator on a blocking thread, off the path to
+/// `READY=1`: the first draw in a process seeds it from CPU jitter (tens of
+/// milliseconds of CPU), which a daemon on an existing keyset does not need
+/// before it serves, and which would otherwise fall on the first request that
+/// signs or authenticates. The runtime waits for it when it shuts down.
+pub fn seed_randomness_in_background() {
+    drop(tokio::task::spawn_blocking(|| {
+        let mut byte = [0u8; 1];
+        if aws_lc_rs::rand::fill(&mut byte).is_err() {
+            tracing::warn!("cannot draw random bytes");
+        }
+    }));
 }
 
 fn notify(states: &[NotifyState<'_>]) {
@@ -189,6 +221,37 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    fn send(signal: &str) {
+        let me = std::process::id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &me])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal}");
+    }
+
+    // `serve` sends READY=1 between `install` and the first poll of `run`: a
+    // signal sent then is neither lost nor fatal (SIGHUP's default is to end
+    // the process, as SIGTERM's is).
+    #[tokio::test]
+    async fn signals_sent_after_install_wait_for_run() {
+        let signals = Signals::install().unwrap();
+        send("HUP");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let shutdown = CancellationToken::new();
+        let (reload, mut reloads) = mpsc::channel(1);
+        let running = tokio::spawn(signals.run(shutdown.clone(), reload));
+        let reloaded = tokio::time::timeout(Duration::from_secs(10), reloads.recv()).await;
+        assert_eq!(reloaded, Ok(Some(())), "the SIGHUP sent before `run`");
+        assert!(!shutdown.is_cancelled());
+        send("TERM");
+        tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("SIGTERM did not stop `run`")
+            .unwrap();
+        assert!(shutdown.is_cancelled());
+    }
 
     #[test]
     fn the_systemd_watchdog_pings_at_half_the_timeout() {

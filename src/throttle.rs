@@ -25,8 +25,22 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::{Clock, MonotonicClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+/// A keyed allowance on `std::time::Instant`. Not governor's default clock
+/// (quanta's TSC clock): making the first one calibrates the TSC against the
+/// monotonic clock by busy-waiting, 0.5 ms and up to 200 ms on a loaded
+/// machine, on the path to READY=1; reading `Instant` costs nanoseconds, and
+/// is read once per full check.
+type Keyed<K> =
+    RateLimiter<K, DefaultKeyedStateStore<K>, MonotonicClock, NoOpMiddleware<std::time::Instant>>;
+
+fn keyed<K: Clone + std::hash::Hash + Eq>(quota: Quota) -> Keyed<K> {
+    RateLimiter::new(quota, DefaultKeyedStateStore::default(), MonotonicClock)
+}
 
 /// The peer of a connection, put into each request's extensions by the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,12 +48,12 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// The per-source allowance of full credential checks.
 pub struct Throttle {
-    checks: DefaultKeyedRateLimiter<IpAddr>,
-    per_client: DefaultKeyedRateLimiter<String>,
+    checks: Keyed<IpAddr>,
+    per_client: Keyed<String>,
     /// Per client id, the sources it has authenticated from.
     known: Mutex<HashMap<String, HashSet<IpAddr>>>,
-    logs: DefaultKeyedRateLimiter<(Topic, IpAddr)>,
-    clock: DefaultClock,
+    logs: Keyed<(Topic, IpAddr)>,
+    clock: MonotonicClock,
     taken: AtomicU64,
 }
 
@@ -73,11 +87,11 @@ impl Throttle {
     /// client id from sources it never authenticated from.
     pub fn new(per_minute: NonZeroU32, per_client_per_minute: NonZeroU32) -> Throttle {
         Throttle {
-            checks: RateLimiter::keyed(Quota::per_minute(per_minute)),
-            per_client: RateLimiter::keyed(Quota::per_minute(per_client_per_minute)),
+            checks: keyed(Quota::per_minute(per_minute)),
+            per_client: keyed(Quota::per_minute(per_client_per_minute)),
             known: Mutex::new(HashMap::new()),
-            logs: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
-            clock: DefaultClock::default(),
+            logs: keyed(Quota::per_minute(NonZeroU32::MIN)),
+            clock: MonotonicClock,
             taken: AtomicU64::new(0),
         }
     }

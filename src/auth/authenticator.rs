@@ -4,16 +4,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use argon2::Argon2;
-use argon2::password_hash::PasswordHash;
+use argon2::password_hash::{Output, PasswordHash, Salt};
 use aws_lc_rs::hmac;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::ClientConfig;
-use super::hash::{HashMemory, hash_with, verify_secret_in};
+use super::hash::{HashMemory, verify_secret_in};
 
 /// Checks client credentials against the configured clients.
 ///
@@ -23,6 +20,12 @@ use super::hash::{HashMemory, hash_with, verify_secret_in};
 /// again by comparing HMACs in constant time. Anything else (an unknown client,
 /// a wrong secret, a changed hash) takes the one full path: an Argon2 check,
 /// against a dummy hash when the client is unknown, so the two cost the same.
+///
+/// Making one costs nothing worth waiting for before the daemon is ready: no
+/// Argon2 hash (the dummy hash is written, not computed: see `dummy_hash`) and
+/// no randomness (the HMAC key is drawn at the first successful full check, on
+/// a hashing thread; the first draw in a process seeds aws-lc's generator from
+/// CPU jitter, tens of milliseconds).
 ///
 /// Full checks are bounded work. They run on [`HashLimits::concurrent`] threads
 /// of their own (each Argon2 check holds ~19 MiB, and memory a thread freed stays
@@ -35,7 +38,9 @@ use super::hash::{HashMemory, hash_with, verify_secret_in};
 pub struct Authenticator {
     clients: HashMap<String, Arc<ClientConfig>>,
     remembered: Mutex<HashMap<String, Remembered>>,
-    mac_key: hmac::Key,
+    /// Drawn by a hashing thread before it answers the first match, so that it
+    /// is there whenever a match is remembered.
+    mac_key: Arc<OnceLock<hmac::Key>>,
     dummy_hash: String,
     jobs: std::sync::mpsc::SyncSender<Job>,
     counts: Arc<Counts>,
@@ -85,16 +90,76 @@ struct Counts {
     abandoned: AtomicU64,
 }
 
+/// The HMAC key of remembered secrets, drawn if it is not yet: `None` only when
+/// there is no randomness.
+fn mac_key_of(cell: &OnceLock<hmac::Key>) -> Option<&hmac::Key> {
+    if let Some(key) = cell.get() {
+        return Some(key);
+    }
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).ok()?;
+    // Two threads may both draw one; the first stored is the one everybody uses.
+    Some(cell.get_or_init(|| key))
+}
+
+/// The hash an unknown client's secret is checked against, so that its check
+/// costs what a configured client's costs: the first client's algorithm,
+/// version, memory, passes, lanes, salt length and output length (else those of
+/// `jwkd hash-secret`), with a salt and an expected output of zeros.
+///
+/// Nothing is hashed to make it, and nothing needs to be: the work of a check
+/// depends on those parameters and lengths only, never on the salt's or the
+/// output's bytes; and what a check against it answers is never used, since an
+/// unknown client is refused whatever it presents.
+fn dummy_hash(clients: &[ClientConfig]) -> String {
+    clients
+        .first()
+        .and_then(|client| dummy_like(&client.secret_hash))
+        .or_else(|| {
+            let params = argon2::Params::default();
+            let default = format!(
+                "$argon2id$v=19$m={},t={},p={}${}${}",
+                params.m_cost(),
+                params.t_cost(),
+                params.p_cost(),
+                // A 16-byte salt (`SaltString::generate`'s) and a 32-byte output.
+                "A".repeat(22),
+                "A".repeat(43)
+            );
+            dummy_like(&default)
+        })
+        .unwrap_or_default()
+}
+
+/// `hash` with its salt and output replaced by zeros of the same lengths;
+/// `None` when `hash` is not a usable Argon2 hash.
+fn dummy_like(hash: &str) -> Option<String> {
+    let model = PasswordHash::new(hash).ok()?;
+    argon2::Algorithm::try_from(model.algorithm).ok()?;
+    argon2::Params::try_from(&model).ok()?;
+    // 'A' is base64 for six zero bits: a salt of as many characters decodes
+    // to as many bytes as the model's.
+    let salt = "A".repeat(model.salt?.as_str().len());
+    let dummy = PasswordHash {
+        salt: Some(Salt::from_b64(&salt).ok()?),
+        hash: Some(Output::new(&vec![0u8; model.hash?.len()]).ok()?),
+        ..model
+    };
+    Some(dummy.to_string())
+}
+
 /// Starts the hashing threads; they end when the returned sender is dropped.
 fn start_hashers(
     limits: HashLimits,
     counts: &Arc<Counts>,
+    mac_key: &Arc<OnceLock<hmac::Key>>,
 ) -> Result<std::sync::mpsc::SyncSender<Job>, String> {
     let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(limits.waiting);
     let queue = Arc::new(Mutex::new(queue));
     for worker in 0..limits.concurrent.max(1) {
         let queue = Arc::clone(&queue);
         let counts = Arc::clone(counts);
+        let mac_key = Arc::clone(mac_key);
         std::thread::Builder::new()
             .name(format!("jwkd-argon2-{worker}"))
             .spawn(move || {
@@ -114,6 +179,12 @@ fn start_hashers(
                     }
                     counts.full_checks.fetch_add(1, Ordering::Relaxed);
                     let matches = verify_secret_in(&job.secret, &job.secret_hash, &mut memory);
+                    if matches {
+                        // Here rather than on the runtime's threads: the first
+                        // draw may take tens of milliseconds. Without a key the
+                        // match is not remembered, and is still a match.
+                        let _ = mac_key_of(&mac_key);
+                    }
                     let _ = job.reply.send(matches);
                 }
             })
@@ -136,10 +207,11 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for these clients.
+    /// An authenticator for these clients. It hashes nothing and draws no
+    /// randomness: it only starts the hashing threads.
     ///
     /// # Errors
-    /// When the random key or the dummy hash cannot be made.
+    /// When a hashing thread cannot be started.
     pub fn new(clients: &[ClientConfig]) -> Result<Authenticator, String> {
         Authenticator::with_limits(clients, HashLimits::default())
     }
@@ -147,37 +219,23 @@ impl Authenticator {
     /// An authenticator with these bounds on full checks.
     ///
     /// # Errors
-    /// When the random key or the dummy hash cannot be made.
+    /// When a hashing thread cannot be started.
     pub fn with_limits(
         clients: &[ClientConfig],
         limits: HashLimits,
     ) -> Result<Authenticator, String> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let mac_key = hmac::Key::generate(hmac::HMAC_SHA256, &rng)
-            .map_err(|_| "cannot draw a random key".to_owned())?;
-        let mut dummy_secret = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut dummy_secret)
-            .map_err(|_| "cannot draw a random secret".to_owned())?;
-        // An unknown client costs what a known one costs: the dummy hash has the
-        // parameters of the configured hashes (the first client's), else the default.
-        let argon = clients
-            .first()
-            .and_then(|client| PasswordHash::new(&client.secret_hash).ok())
-            .and_then(|parsed| argon2::Params::try_from(&parsed).ok())
-            .map_or_else(Argon2::default, |params| {
-                Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-            });
-        let dummy_hash = hash_with(&URL_SAFE_NO_PAD.encode(dummy_secret), &argon)?;
         let counts = Arc::new(Counts::default());
+        let mac_key = Arc::new(OnceLock::new());
         Ok(Authenticator {
             clients: clients
                 .iter()
                 .map(|client| (client.id.clone(), Arc::new(client.clone())))
                 .collect(),
             remembered: Mutex::new(HashMap::new()),
+            jobs: start_hashers(limits, &counts, &mac_key)?,
             mac_key,
-            dummy_hash,
-            jobs: start_hashers(limits, &counts)?,
+            // An unknown client costs what a known one costs.
+            dummy_hash: dummy_hash(clients),
             counts,
         })
     }
@@ -216,13 +274,16 @@ impl Authenticator {
         let matches = self.full_check(secret, secret_hash.to_owned()).await?;
         Ok(match client {
             Some(client) if matches => {
-                let tag = hmac::sign(&self.mac_key, secret.as_bytes());
-                let remembered = Remembered {
-                    secret_hash: client.secret_hash.clone(),
-                    tag,
-                };
-                self.lock_remembered()
-                    .insert(client_id.to_owned(), remembered);
+                // The hashing thread drew the key before it answered (`None`
+                // only without randomness: then nothing is remembered).
+                if let Some(key) = self.mac_key.get() {
+                    let remembered = Remembered {
+                        secret_hash: client.secret_hash.clone(),
+                        tag: hmac::sign(key, secret.as_bytes()),
+                    };
+                    self.lock_remembered()
+                        .insert(client_id.to_owned(), remembered);
+                }
                 Some(client)
             }
             _ => None,
@@ -237,10 +298,14 @@ impl Authenticator {
     }
 
     fn remembers(&self, client_id: &str, secret_hash: &str, secret: &str) -> bool {
+        // No key yet: nothing was remembered.
+        let Some(key) = self.mac_key.get() else {
+            return false;
+        };
         let remembered = self.lock_remembered();
         remembered.get(client_id).is_some_and(|entry| {
             entry.secret_hash == secret_hash
-                && hmac::verify(&self.mac_key, secret.as_bytes(), entry.tag.as_ref()).is_ok()
+                && hmac::verify(key, secret.as_bytes(), entry.tag.as_ref()).is_ok()
         })
     }
 
@@ -277,6 +342,10 @@ impl Authenticator {
 
 #[cfg(test)]
 mod tests {
+    use argon2::Argon2;
+    use argon2::password_hash::PasswordHasher as _;
+
+    use super::super::hash::hash_with;
     use super::*;
     use crate::keys::Algorithm;
 
@@ -308,6 +377,109 @@ mod tests {
             let outcome = auth.authenticate(id, secret).await.unwrap();
             assert_eq!(outcome.is_some(), accepted, "{id}:{secret}");
             assert_eq!(auth.full_checks(), full_checks, "{id}:{secret}");
+        }
+    }
+
+    #[tokio::test]
+    async fn making_one_hashes_nothing_and_the_key_is_drawn_at_the_first_match() {
+        let auth = Authenticator::new(&[client("orders", "right")]).unwrap();
+        assert_eq!(auth.full_checks(), 0);
+        assert!(auth.mac_key.get().is_none(), "a key drawn before any check");
+        // Refusals draw nothing either.
+        assert!(
+            auth.authenticate("nobody", "right")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            auth.authenticate("orders", "wrong")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(auth.mac_key.get().is_none(), "a key drawn for a refusal");
+        assert!(auth.remembered("orders", "right").is_none());
+        // The first match draws it, and is remembered under it.
+        assert!(
+            auth.authenticate("orders", "right")
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(auth.mac_key.get().is_some());
+        assert!(auth.remembered("orders", "right").is_some());
+        assert_eq!(auth.full_checks(), 3);
+
+        // No client, no hash made either: the dummy is there all the same.
+        let auth = Authenticator::new(&[]).unwrap();
+        assert_eq!(auth.full_checks(), 0);
+        assert!(auth.mac_key.get().is_none());
+        assert!(
+            auth.authenticate("nobody", "guess")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(auth.full_checks(), 1, "an unknown client is not hashed");
+    }
+
+    /// The parts of a hash that decide what checking a secret against it costs.
+    fn cost_of(hash: &str) -> (String, Option<u32>, argon2::Params, usize, usize) {
+        let parsed = PasswordHash::new(hash).unwrap();
+        (
+            parsed.algorithm.to_string(),
+            parsed.version,
+            argon2::Params::try_from(&parsed).unwrap(),
+            parsed.salt.unwrap().as_str().len(),
+            parsed.hash.unwrap().len(),
+        )
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_the_configured_hashes_cost() {
+        let with = |m_cost, t_cost, p_cost, output_len, salt_len: usize| {
+            let params = argon2::Params::new(m_cost, t_cost, p_cost, Some(output_len)).unwrap();
+            let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let salt = argon2::password_hash::SaltString::encode_b64(&vec![7; salt_len]).unwrap();
+            argon
+                .hash_password(b"right", &salt)
+                .map(|hash| hash.to_string())
+                .unwrap()
+        };
+        let default = crate::auth::hash_secret("righteous").unwrap();
+        for secret_hash in [
+            default.clone(),
+            with(47_104, 1, 1, 32, 16),
+            with(12_288, 3, 2, 64, 32),
+            with(9_216, 4, 1, 16, 8),
+        ] {
+            let clients = [ClientConfig {
+                secret_hash: secret_hash.clone(),
+                ..client("orders", "right")
+            }];
+            let dummy = dummy_hash(&clients);
+            assert_eq!(cost_of(&dummy), cost_of(&secret_hash), "{dummy}");
+            assert_ne!(dummy, secret_hash);
+            // A check against it hashes in as much memory as one against the client's.
+            let (mut real, mut fake) = (HashMemory::default(), HashMemory::default());
+            let secret = if secret_hash == default {
+                "righteous"
+            } else {
+                "right"
+            };
+            assert!(verify_secret_in(secret, &secret_hash, &mut real));
+            assert!(!verify_secret_in(secret, &dummy, &mut fake));
+            assert!(fake.blocks() > 0, "no Argon2 work against {dummy}");
+            assert_eq!(fake.blocks(), real.blocks());
+        }
+        // Without clients (or with a hash it cannot read): the cost of `jwkd hash-secret`'s.
+        let unreadable = ClientConfig {
+            secret_hash: "not a hash".into(),
+            ..client("orders", "right")
+        };
+        for clients in [&[][..], &[unreadable][..]] {
+            assert_eq!(cost_of(&dummy_hash(clients)), cost_of(&default));
         }
     }
 

@@ -103,6 +103,9 @@ pub fn check_hash_format(hash: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The largest `secret_hash_file` read.
+const MAX_HASH_FILE_BYTES: u64 = 4096;
+
 /// Reads a client's secret hash kept outside the config (`secret_hash_file`):
 /// a regular file that only its owner may read (0600 or 0400, as systemd's
 /// `LoadCredential=` makes them under `/run/credentials/<unit>/`).
@@ -123,8 +126,23 @@ pub fn read_secret_hash_file(path: &Path) -> Result<String, String> {
              run `chmod 600 {shown}`"
         ));
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|err| format!("cannot read {shown}: {err}"))?;
+    // A hash is about a hundred bytes: read no more than a few of them, so
+    // a path to a large file is an error, not gigabytes in memory.
+    if meta.len() > MAX_HASH_FILE_BYTES {
+        return Err(format!(
+            "{shown} is {} bytes; a hash file holds one line of at most {MAX_HASH_FILE_BYTES}",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut std::io::Read::take(
+            std::fs::File::open(path).map_err(|err| format!("cannot read {shown}: {err}"))?,
+            MAX_HASH_FILE_BYTES + 1,
+        ),
+        &mut text,
+    )
+    .map_err(|err| format!("cannot read {shown}: {err}"))?;
     let hash = text.trim();
     if hash.is_empty() || hash.lines().count() != 1 {
         return Err(format!(
@@ -143,6 +161,14 @@ pub fn verify_secret(secret: &str, hash: &str) -> bool {
 /// so that checks neither allocate ~19 MiB each nor leave it to the allocator.
 #[derive(Default)]
 pub struct HashMemory(Vec<argon2::Block>);
+
+#[cfg(test)]
+impl HashMemory {
+    /// How many Argon2 blocks it holds: the most a check in it has used.
+    pub(super) fn blocks(&self) -> usize {
+        self.0.len()
+    }
+}
 
 /// [`verify_secret`], hashing in `memory` (grown once to the hash's cost).
 pub fn verify_secret_in(secret: &str, hash: &str, memory: &mut HashMemory) -> bool {
@@ -185,6 +211,27 @@ pub fn verify_secret_in(secret: &str, hash: &str, memory: &mut HashMemory) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A path to a large file (a swap file is 0600 and regular) is an error
+    /// naming its size, not a read of all of it.
+    #[test]
+    fn a_hash_file_is_read_only_up_to_its_bound() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big");
+        std::fs::write(&path, vec![b'a'; 64 * 1024]).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let err = read_secret_hash_file(&path).unwrap_err();
+        assert!(
+            err.ends_with("is 65536 bytes; a hash file holds one line of at most 4096"),
+            "{err}"
+        );
+        std::fs::write(&path, "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA\n").unwrap();
+        assert_eq!(
+            read_secret_hash_file(&path).unwrap(),
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"
+        );
+    }
 
     #[test]
     fn hash_then_verify() {
