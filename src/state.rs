@@ -160,7 +160,7 @@ impl Shared {
     /// Fresh state of a daemon with this one issuer: nothing loaded yet.
     ///
     /// # Errors
-    /// When the authenticator cannot be set up (no randomness).
+    /// When the authenticator cannot be set up (a hashing thread does not start).
     pub fn new(config: Config) -> Result<Shared, String> {
         Shared::with_clock(config, Arc::new(SystemClock))
     }
@@ -168,7 +168,7 @@ impl Shared {
     /// Fresh state of a daemon with this one issuer, whose handlers read `clock`.
     ///
     /// # Errors
-    /// When the authenticator cannot be set up (no randomness).
+    /// When the authenticator cannot be set up (a hashing thread does not start).
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Shared, String> {
         let common = Arc::new(Common::new(&config, clock));
         Shared::for_issuer(config, common)
@@ -178,7 +178,7 @@ impl Shared {
     /// the daemon whose shared parts are `common`.
     ///
     /// # Errors
-    /// When the authenticator cannot be set up (no randomness).
+    /// When the authenticator cannot be set up (a hashing thread does not start).
     pub fn for_issuer(config: Config, common: Arc<Common>) -> Result<Shared, String> {
         Ok(Shared {
             view: ArcSwap::from_pointee(KeysetView {
