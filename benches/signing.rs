@@ -1,6 +1,6 @@
 //! Raw ES256 signing with aws-lc-rs next to jwkd's full token signature (header,
-//! claims, base64url, signature), single thread. `bench/token-endpoint.sh` puts
-//! these next to the token endpoint's end-to-end rate.
+//! claims, base64url, signature), single thread. `scripts/bench` puts these
+//! next to the token endpoint's end-to-end rate.
 
 use std::hint::black_box;
 
