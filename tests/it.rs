@@ -14,6 +14,7 @@ mod kms;
 mod packaging;
 mod readme;
 mod rotation;
+mod soak;
 mod store_faults;
 mod store_file;
 mod systemd;

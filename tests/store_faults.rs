@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use crate::util::{TestConfig, TestDir};
 
 /// A tmpfs of `size` mounted on a fresh directory; unmounted on drop.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     _parent: tempfile::TempDir,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
+    pub(crate) fn mount(size: &str) -> Tmpfs {
         let me = std::fs::metadata("/proc/self")
             .map(|meta| std::os::unix::fs::MetadataExt::uid(&meta))
             .unwrap_or(u32::MAX);
@@ -64,7 +64,7 @@ fn mount(args: &[&str], at: &Path) {
 }
 
 /// Fills the file system of `dir` with one file, to the last byte.
-fn fill(dir: &Path) -> PathBuf {
+pub(crate) fn fill(dir: &Path) -> PathBuf {
     use std::io::Write as _;
     let path = dir.join("filler");
     let mut file = std::fs::File::create(&path).unwrap();

@@ -1,6 +1,7 @@
 //! A TCP proxy between the replicas and the emulator that can take the store
 //! away: [`Mode::Drop`] closes every connection as soon as it is accepted,
-//! [`Mode::BlackHole`] accepts and never answers. Switching out of
+//! [`Mode::BlackHole`] accepts and never answers; or fail it in part
+//! ([`Mode::FailWrites`], [`Mode::StallWrites`], [`Mode::Delay`]). Switching out of
 //! [`Mode::Forward`] also cuts every live connection, so pooled keep-alive
 //! connections die too. Restarting the emulator instead would lose its state.
 //!
@@ -33,13 +34,24 @@ pub enum Mode {
     /// As [`Mode::FailWrites`], but the second step is never answered: the
     /// writer's timeouts must fire mid-write.
     StallWrites = 4,
+    /// Forward everything, each request [`DELAY`] late: a slow network or an
+    /// overloaded service.
+    Delay = 5,
 }
+
+/// How late [`Mode::Delay`] passes each request on.
+pub const DELAY: Duration = Duration::from_millis(1500);
 
 /// Whether `mode` passes requests on (all but [`Mode::Drop`] and [`Mode::BlackHole`]).
 fn forwards(mode: u8) -> bool {
-    [Mode::Forward, Mode::FailWrites, Mode::StallWrites]
-        .iter()
-        .any(|forwarding| *forwarding as u8 == mode)
+    [
+        Mode::Forward,
+        Mode::FailWrites,
+        Mode::StallWrites,
+        Mode::Delay,
+    ]
+    .iter()
+    .any(|forwarding| *forwarding as u8 == mode)
 }
 
 /// The answer of [`Mode::FailWrites`]: what Secrets Manager says on an internal error.
@@ -196,6 +208,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counting: Option<&Arc<Shared>>) 
             if writes && mode == Mode::StallWrites as u8 {
                 // The sockets stay open in `live` until the mode changes.
                 return;
+            }
+            if mode == Mode::Delay as u8 {
+                thread::sleep(DELAY);
             }
         }
         if to.write_all(&buf[..n]).is_err() {

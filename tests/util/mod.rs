@@ -31,7 +31,7 @@ use serde_json::Value;
 
 mod config;
 mod inprocess;
-pub use config::{Client, TestConfig};
+pub use config::{Client, TestConfig, TestIssuer};
 pub use inprocess::InProcess;
 
 /// How long any single CLI invocation may take before the test gives up.
