@@ -105,8 +105,14 @@ pub fn replace_once(config: &str, from: &str, to: &str) -> String {
 }
 
 /// A command for the binary under test: `JWKD_LOG=info`, no `JWKD_CONFIG`, no colours.
+///
+/// `JWKD_TEST_BIN` names another binary to run instead of the one cargo
+/// built: a long soak runs a copy, so rebuilding meanwhile cannot swap the
+/// daemons it restarts for another version.
 pub fn jwkd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jwkd"));
+    let bin = std::env::var_os("JWKD_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_jwkd").into());
+    let mut cmd = Command::new(bin);
     cmd.env("JWKD_LOG", "info")
         .env("NO_COLOR", "1")
         .env_remove("JWKD_CONFIG")
