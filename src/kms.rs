@@ -20,7 +20,9 @@ use std::sync::Arc;
 use aws_sdk_kms::Client;
 use aws_sdk_kms::error::SdkError;
 use aws_sdk_kms::primitives::Blob;
-use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType, MessageType, SigningAlgorithmSpec, Tag};
+use aws_sdk_kms::types::{
+    KeyMetadata, KeySpec, KeyState, KeyUsageType, MessageType, SigningAlgorithmSpec, Tag,
+};
 use jwkd_client::jwk::JwkParams;
 use tokio::sync::Semaphore;
 
@@ -378,19 +380,24 @@ impl Kms {
         self.retire_with_permit(arn).await
     }
 
-    async fn retire_with_permit(&self, arn: &str) -> Result<(), KmsError> {
+    /// `DescribeKey` of `key` (an id or ARN): its metadata, if KMS gave any.
+    async fn metadata(&self, key: &str) -> Result<Option<KeyMetadata>, KmsError> {
         let described = self
             .client
             .describe_key()
-            .key_id(arn)
+            .key_id(key)
             .send()
             .await
             .map_err(|err| sdk_error("DescribeKey", &err))?;
-        let metadata = described.key_metadata();
-        let state = metadata.and_then(|metadata| metadata.key_state());
+        Ok(described.key_metadata)
+    }
+
+    async fn retire_with_permit(&self, arn: &str) -> Result<(), KmsError> {
+        let metadata = self.metadata(arn).await?;
+        let state = metadata.as_ref().and_then(KeyMetadata::key_state);
         // The key's id rather than its ARN: some KMS implementations (the
         // emulator) take only the id for these two calls.
-        let id = metadata.map_or(arn, |metadata| metadata.key_id());
+        let id = metadata.as_ref().map_or(arn, KeyMetadata::key_id);
         match state {
             // Retired already (a crash between the calls, a second replica).
             Some(KeyState::PendingDeletion) => return Ok(()),
@@ -420,16 +427,11 @@ impl Kms {
     /// The call's error, or [`KmsError::Refused`] naming the key's state.
     pub async fn probe(&self, arn: &str) -> Result<(), KmsError> {
         let _permit = self.permit().await?;
-        let described = self
-            .client
-            .describe_key()
-            .key_id(arn)
-            .send()
-            .await
-            .map_err(|err| sdk_error("DescribeKey", &err))?;
-        match described
-            .key_metadata()
-            .and_then(|metadata| metadata.key_state())
+        match self
+            .metadata(arn)
+            .await?
+            .as_ref()
+            .and_then(KeyMetadata::key_state)
         {
             Some(KeyState::Enabled) => Ok(()),
             state => Err(KmsError::Refused(format!(
@@ -479,14 +481,7 @@ impl Kms {
                 if !(tagged(ISSUER_TAG, &owner.issuer) && tagged(KEYSET_TAG, &owner.keyset)) {
                     continue;
                 }
-                let described = self
-                    .client
-                    .describe_key()
-                    .key_id(id)
-                    .send()
-                    .await
-                    .map_err(|err| sdk_error("DescribeKey", &err))?;
-                let Some(metadata) = described.key_metadata() else {
+                let Some(metadata) = self.metadata(id).await? else {
                     continue;
                 };
                 if metadata.key_state() == Some(&KeyState::PendingDeletion) {
