@@ -110,8 +110,8 @@ pub fn replace_once(config: &str, from: &str, to: &str) -> String {
 /// built: a long soak runs a copy, so rebuilding meanwhile cannot swap the
 /// daemons it restarts for another version.
 pub fn jwkd() -> Command {
-    let bin = std::env::var_os("JWKD_TEST_BIN")
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_jwkd").into());
+    let bin =
+        std::env::var_os("JWKD_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_jwkd").into());
     let mut cmd = Command::new(bin);
     cmd.env("JWKD_LOG", "info")
         .env("NO_COLOR", "1")
