@@ -55,6 +55,9 @@ pub struct Ledger {
     pub rotates: BTreeMap<usize, u64>,
     pub revokes: BTreeMap<(usize, String), u64>,
     pub unexpected_exits: Vec<String>,
+    /// KMS keys of the KMS issuer at the end: made, stored, retired, and
+    /// enabled but not stored (a kill mid-pass; the hourly sweep's).
+    pub kms: Option<(usize, usize, usize, usize)>,
     pub peak_rss_kib: BTreeMap<String, u64>,
 }
 
@@ -329,6 +332,14 @@ impl Ledger {
             true,
             beyond == 0,
         );
+        if let Some((made, stored, retired, left)) = self.kms {
+            row(
+                "KMS keys made / stored now / retired / left for the sweep",
+                format!("{made} / {stored} / {retired} / {left}"),
+                false,
+                true,
+            );
+        }
         row(
             "largest JWKS (bytes)",
             self.largest_jwks.to_string(),

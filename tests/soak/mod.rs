@@ -604,6 +604,65 @@ impl Soak {
     }
 }
 
+/// One KMS call straight to the emulator (JSON protocol, unsigned).
+fn kms_call(emulator: SocketAddr, operation: &str, body: &Value) -> Result<Value, String> {
+    let target = format!("TrentService.{operation}");
+    let response = crate::util::http(
+        emulator,
+        "POST",
+        "/",
+        &[
+            ("X-Amz-Target", target.as_str()),
+            ("Content-Type", "application/x-amz-json-1.1"),
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kms/aws4_request, \
+                 SignedHeaders=host, Signature=0",
+            ),
+        ],
+        body.to_string().as_bytes(),
+    )
+    .map_err(|err| format!("{operation}: {err}"))?;
+    if response.status != 200 {
+        return Err(format!("{operation}: {response}"));
+    }
+    serde_json::from_slice(&response.body).map_err(|err| format!("{operation}: {err}"))
+}
+
+/// The KMS keys made for `iss`, by state: (made, pending deletion, enabled
+/// ARNs). The emulator is the soak's own, so every key tagged with the
+/// issuer is this run's.
+fn kms_census(emulator: SocketAddr, iss: &str) -> Result<(usize, usize, BTreeSet<String>), String> {
+    let keys = kms_call(emulator, "ListKeys", &json!({"Limit": 1000}))?;
+    let (mut made, mut retired, mut enabled) = (0, 0, BTreeSet::new());
+    for key in keys["Keys"].as_array().into_iter().flatten() {
+        let id = key["KeyId"].as_str().unwrap_or_default();
+        let tags = kms_call(emulator, "ListResourceTags", &json!({"KeyId": id}))?;
+        let ours = tags["Tags"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|tag| tag["TagKey"] == "jwkd:issuer" && tag["TagValue"] == iss);
+        if !ours {
+            continue;
+        }
+        made += 1;
+        let described = kms_call(emulator, "DescribeKey", &json!({"KeyId": id}))?;
+        match described["KeyMetadata"]["KeyState"].as_str() {
+            Some("PendingDeletion") => retired += 1,
+            _ => {
+                enabled.insert(
+                    described["KeyMetadata"]["Arn"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    }
+    Ok((made, retired, enabled))
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Fault {
     Kill,
@@ -802,6 +861,35 @@ fn a_soak_with_faults_rejects_no_valid_token_accepts_no_bad_one_and_loses_no_key
     }
     // The last word: keys of tokens still valid are stored.
     soak.read_stores();
+    // KMS keys: made, stored, retired, and those a kill left for the sweep.
+    let billing = &soak.issuers[1];
+    let stored_arns: BTreeSet<String> = crate::aws::emulator_call(
+        soak.emulator.addr,
+        "GetSecretValue",
+        &json!({"SecretId": billing.keyset, "VersionStage": "AWSCURRENT"}),
+    )
+    .ok()
+    .and_then(|answer| serde_json::from_str::<Value>(answer["SecretString"].as_str()?).ok())
+    .map(|document| {
+        document["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|key| key["kms_key_arn"].as_str().map(str::to_owned))
+            .collect()
+    })
+    .unwrap_or_default();
+    match kms_census(soak.emulator.addr, &billing.iss) {
+        Ok((made, retired, enabled)) => {
+            let left = enabled.difference(&stored_arns).count();
+            soak.ledger.lock().unwrap().kms = Some((made, stored_arns.len(), retired, left));
+        }
+        Err(err) => soak
+            .ledger
+            .lock()
+            .unwrap()
+            .example(format!("KMS census: {err}")),
+    }
     for node in &soak.nodes {
         let mut node = node.lock().unwrap();
         node.note_rss();
@@ -825,6 +913,7 @@ fn a_soak_with_faults_rejects_no_valid_token_accepts_no_bad_one_and_loses_no_key
     assert_eq!(
         ledger.kinds.len(),
         Fault::ALL.len(),
-        "not every kind of fault was injected:\n{table}"
+        "not every kind of fault was injected: {:?}",
+        ledger.kinds
     );
 }
