@@ -900,15 +900,14 @@ fn a_soak_with_faults_rejects_no_valid_token_accepts_no_bad_one_and_loses_no_key
     let ledger = soak.ledger.lock().unwrap();
     let (table, broken) = ledger.table(&names, seed, Duration::from_secs(seconds), EVERY, started);
     println!("{table}");
-    eprintln!("{table}");
     assert!(
         broken.is_empty(),
-        "must be zero and are not: {broken:?}\n{table}"
+        "must be zero and are not (the table is above): {broken:?}"
     );
     let issued: u64 = ledger.issued.values().sum();
     assert!(
         issued > seconds * 10,
-        "only {issued} tokens issued in {seconds} s:\n{table}"
+        "only {issued} tokens issued in {seconds} s"
     );
     assert_eq!(
         ledger.kinds.len(),
