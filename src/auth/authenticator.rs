@@ -30,7 +30,10 @@ use super::hash::{HashMemory, verify_secret_in};
 /// Full checks are bounded work. They run on [`HashLimits::concurrent`] threads
 /// of their own (each Argon2 check holds ~19 MiB, and memory a thread freed stays
 /// with that thread's allocator arena, so a fixed few threads is also what keeps
-/// the resident set small), fed by a queue of [`HashLimits::waiting`] places. A
+/// the resident set small), fed by a queue of [`HashLimits::waiting`] places.
+/// [`Authenticator::new`] uses the process's one set of them ([`Hashers`]), for
+/// every issuer and across reloads: new threads per reload left ~20 MiB behind
+/// each time, without bound. A
 /// check asked for when the queue is full is refused at once ([`Busy`]) and
 /// nothing is hashed; a queued check whose request was abandoned is skipped
 /// when its turn comes. The remembered path never waits behind the queue, and
@@ -42,7 +45,7 @@ pub struct Authenticator {
     /// is there whenever a match is remembered.
     mac_key: Arc<OnceLock<hmac::Key>>,
     dummy_hash: String,
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    hashers: Hashers,
     counts: Arc<Counts>,
 }
 
@@ -76,11 +79,14 @@ impl Default for HashLimits {
 #[error("too many client authentications in progress; try again shortly")]
 pub struct Busy;
 
-/// One full check for a hashing thread.
+/// One full check for a hashing thread, with the authenticator's own counts
+/// and HMAC key (threads serve every authenticator).
 struct Job {
     secret: zeroize::Zeroizing<String>,
     secret_hash: String,
     reply: tokio::sync::oneshot::Sender<bool>,
+    counts: Arc<Counts>,
+    mac_key: Arc<OnceLock<hmac::Key>>,
 }
 
 #[derive(Default)]
@@ -148,49 +154,70 @@ fn dummy_like(hash: &str) -> Option<String> {
     Some(dummy.to_string())
 }
 
-/// Starts the hashing threads; they end when the returned sender is dropped.
-fn start_hashers(
-    limits: HashLimits,
-    counts: &Arc<Counts>,
-    mac_key: &Arc<OnceLock<hmac::Key>>,
-) -> Result<std::sync::mpsc::SyncSender<Job>, String> {
-    let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(limits.waiting);
-    let queue = Arc::new(Mutex::new(queue));
-    for worker in 0..limits.concurrent.max(1) {
-        let queue = Arc::clone(&queue);
-        let counts = Arc::clone(counts);
-        let mac_key = Arc::clone(mac_key);
-        std::thread::Builder::new()
-            .name(format!("jwkd-argon2-{worker}"))
-            .spawn(move || {
-                let mut memory = HashMemory::default();
-                loop {
-                    // The lock is only held while taking a job, never while hashing.
-                    let job = queue
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .recv();
-                    let Ok(job) = job else {
-                        return;
-                    };
-                    if job.reply.is_closed() {
-                        counts.abandoned.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    counts.full_checks.fetch_add(1, Ordering::Relaxed);
-                    let matches = verify_secret_in(&job.secret, &job.secret_hash, &mut memory);
-                    if matches {
-                        // Here rather than on the runtime's threads: the first
-                        // draw may take tens of milliseconds. Without a key the
-                        // match is not remembered, and is still a match.
-                        let _ = mac_key_of(&mac_key);
-                    }
-                    let _ = job.reply.send(matches);
-                }
-            })
-            .map_err(|err| format!("cannot start a hashing thread: {err}"))?;
+/// Threads that run full checks, one at a time each, from a bounded queue.
+/// They end when the last clone is dropped.
+#[derive(Clone)]
+pub struct Hashers {
+    jobs: std::sync::mpsc::SyncSender<Job>,
+}
+
+impl Hashers {
+    /// Starts `limits.concurrent` threads behind a queue of `limits.waiting`.
+    ///
+    /// # Errors
+    /// When a thread cannot be started.
+    pub fn start(limits: HashLimits) -> Result<Hashers, String> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(limits.waiting);
+        let queue = Arc::new(Mutex::new(queue));
+        for worker in 0..limits.concurrent.max(1) {
+            let queue = Arc::clone(&queue);
+            std::thread::Builder::new()
+                .name(format!("jwkd-argon2-{worker}"))
+                .spawn(move || hash_jobs(&queue))
+                .map_err(|err| format!("cannot start a hashing thread: {err}"))?;
+        }
+        Ok(Hashers { jobs })
     }
-    Ok(jobs)
+
+    /// The process's hashers ([`HashLimits::default`]), started at the first
+    /// call: every issuer and every reload shares them.
+    ///
+    /// # Errors
+    /// When a thread could not be started (then, every time).
+    pub fn shared() -> Result<Hashers, String> {
+        static SHARED: OnceLock<Result<Hashers, String>> = OnceLock::new();
+        SHARED
+            .get_or_init(|| Hashers::start(HashLimits::default()))
+            .clone()
+    }
+}
+
+/// A hashing thread: takes jobs until the queue's senders are all gone.
+fn hash_jobs(queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+    let mut memory = HashMemory::default();
+    loop {
+        // The lock is only held while taking a job, never while hashing.
+        let job = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok(job) = job else {
+            return;
+        };
+        if job.reply.is_closed() {
+            job.counts.abandoned.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        job.counts.full_checks.fetch_add(1, Ordering::Relaxed);
+        let matches = verify_secret_in(&job.secret, &job.secret_hash, &mut memory);
+        if matches {
+            // Here rather than on the runtime's threads: the first draw may
+            // take tens of milliseconds. Without a key the match is not
+            // remembered, and is still a match.
+            let _ = mac_key_of(&job.mac_key);
+        }
+        let _ = job.reply.send(matches);
+    }
 }
 
 struct Remembered {
@@ -207,16 +234,16 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for these clients. It hashes nothing and draws no
-    /// randomness: it only starts the hashing threads.
+    /// An authenticator for these clients, on the process's hashing threads
+    /// ([`Hashers::shared`]). It hashes nothing and draws no randomness.
     ///
     /// # Errors
-    /// When a hashing thread cannot be started.
+    /// When the hashing threads could not be started.
     pub fn new(clients: &[ClientConfig]) -> Result<Authenticator, String> {
-        Authenticator::with_limits(clients, HashLimits::default())
+        Ok(Authenticator::with_hashers(clients, Hashers::shared()?))
     }
 
-    /// An authenticator with these bounds on full checks.
+    /// An authenticator with hashing threads of its own, within these bounds.
     ///
     /// # Errors
     /// When a hashing thread cannot be started.
@@ -224,20 +251,26 @@ impl Authenticator {
         clients: &[ClientConfig],
         limits: HashLimits,
     ) -> Result<Authenticator, String> {
-        let counts = Arc::new(Counts::default());
-        let mac_key = Arc::new(OnceLock::new());
-        Ok(Authenticator {
+        Ok(Authenticator::with_hashers(
+            clients,
+            Hashers::start(limits)?,
+        ))
+    }
+
+    /// An authenticator whose full checks run on `hashers`.
+    pub fn with_hashers(clients: &[ClientConfig], hashers: Hashers) -> Authenticator {
+        Authenticator {
             clients: clients
                 .iter()
                 .map(|client| (client.id.clone(), Arc::new(client.clone())))
                 .collect(),
             remembered: Mutex::new(HashMap::new()),
-            jobs: start_hashers(limits, &counts, &mac_key)?,
-            mac_key,
+            hashers,
+            mac_key: Arc::new(OnceLock::new()),
             // An unknown client costs what a known one costs.
             dummy_hash: dummy_hash(clients),
-            counts,
-        })
+            counts: Arc::new(Counts::default()),
+        }
     }
 
     /// Whether `client_id` is a configured client.
@@ -315,8 +348,10 @@ impl Authenticator {
             secret: zeroize::Zeroizing::new(secret.to_owned()),
             secret_hash,
             reply,
+            counts: Arc::clone(&self.counts),
+            mac_key: Arc::clone(&self.mac_key),
         };
-        if self.jobs.try_send(job).is_err() {
+        if self.hashers.jobs.try_send(job).is_err() {
             // Full (or, never while `self` lives, no hashing thread left).
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Busy);
