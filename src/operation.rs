@@ -291,22 +291,31 @@ async fn decide_with_kms(
     }
 }
 
-async fn update(
+/// How old a decision may be when it is written. A new key counts as
+/// published from the decision's `now`, so a decision that took long (keys
+/// made in a slow KMS) would reach the store with that much of its lead gone,
+/// or already signing: it is taken again, at once (the keys made are reused).
+const MAX_DECISION_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How many times a decision is taken again for being too old before the
+/// last one is written anyway.
+const MAX_STALE_DECISIONS: usize = 3;
+
+/// Decides what `operation` does to the snapshot's keyset now, taking the
+/// decision again while making it took over [`MAX_DECISION_AGE`].
+async fn decide_now(
     store: &dyn KeyStore,
     planner: &Planner,
     custodian: &Custodian,
     clock: &dyn Clock,
     operation: &Operation,
-    snapshot: Option<Snapshot>,
+    snapshot: &Snapshot,
     pool: &mut Pool,
-) -> Result<(Snapshot, Vec<Change>), OperationError> {
-    let mut snapshot = match snapshot {
-        Some(snapshot) => snapshot,
-        None => store.load().await?,
-    };
-    for _ in 0..MAX_CONFLICT_RETRIES {
+) -> Result<Decision, OperationError> {
+    let mut attempt = 0;
+    loop {
         let now = clock.now();
-        let evidence = evidence_of(&snapshot, now);
+        let evidence = evidence_of(snapshot, now);
         crate::clock::check(now, &evidence, planner.tolerance(), &store.location())?;
         let times = evidence.times(now);
         let decision = if let Custodian::Kms(custody) = custodian {
@@ -322,6 +331,34 @@ async fn update(
                     KeyError::Certificate(format!("key generation task failed: {err}"))
                 })??
         };
+        attempt += 1;
+        let age = (clock.now() - now).to_std().unwrap_or_default();
+        if age <= MAX_DECISION_AGE || attempt > MAX_STALE_DECISIONS {
+            return Ok(decision);
+        }
+        tracing::debug!(
+            ?age,
+            "the decision took too long to write as is; deciding again"
+        );
+    }
+}
+
+async fn update(
+    store: &dyn KeyStore,
+    planner: &Planner,
+    custodian: &Custodian,
+    clock: &dyn Clock,
+    operation: &Operation,
+    snapshot: Option<Snapshot>,
+    pool: &mut Pool,
+) -> Result<(Snapshot, Vec<Change>), OperationError> {
+    let mut snapshot = match snapshot {
+        Some(snapshot) => snapshot,
+        None => store.load().await?,
+    };
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let decision =
+            decide_now(store, planner, custodian, clock, operation, &snapshot, pool).await?;
         let (keyset, changes) = match decision {
             Decision {
                 keyset: Some(keyset),

@@ -424,3 +424,82 @@ fn a_black_holed_kms_ends_a_rotation_pass_within_its_deadlines() {
     // A successor per family.
     assert_eq!(daemon.keys().len(), before.len() + 2, "{:?}", daemon.keys());
 }
+
+/// A slow KMS does not eat into the lead: a key is published for the whole
+/// lead before it signs, however long making it in KMS took. With every KMS
+/// call 1.5 s late, making a key takes seconds; a decision taken before and
+/// written after used to stamp the key as published when the decision was
+/// taken, so it reached the store (and the replicas) with seconds of its lead
+/// gone, or already signing (the soak saw PyJWT refuse such a key's token).
+#[test]
+fn a_slow_kms_does_not_shorten_the_lead() {
+    let endpoint = crate::aws::emulator();
+    let proxy = Proxy::start(endpoint);
+    let issuer = unique_issuer();
+    // Lead: 1 s max-age + 1 s skew + 1 s refresh = 3 s; a rotation every 6 s.
+    let dir = TestDir::new(
+        &TestConfig::fast()
+            .set("keys", "custody", "kms")
+            .set("keys", "x5c", false)
+            .set("keys", "rotation_schedule", "*/6 * * * * *")
+            .set("keys", "clock_skew", "1s")
+            .set("store", "refresh_interval", "1s")
+            .set("kms", "region", "us-east-1")
+            .set("kms", "endpoint_url", format!("http://{}", proxy.addr()))
+            .issuer(&issuer)
+            .build(),
+    );
+    let lead = chrono::Duration::seconds(3);
+    let mut cmd = crate::util::jwkd();
+    crate::aws::replica::with_test_credentials(&mut cmd);
+    let mut daemon = crate::util::Daemon::spawn_command(cmd, &dir.config_path());
+    daemon.wait_listening(Duration::from_secs(30));
+    daemon.wait_ready(Duration::from_secs(30));
+    // From now on, every KMS call takes 1.5 s more: making a key, seconds.
+    proxy.set_mode(Mode::Delay);
+    // When each key was first seen stored, and when it activates.
+    let mut seen: std::collections::BTreeMap<String, (DateTime<Utc>, DateTime<Utc>)> =
+        std::collections::BTreeMap::new();
+    let mut first_read = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read(dir.path().join("keyset.json")) {
+            let now = Utc::now();
+            first_read.get_or_insert(now);
+            let document: Value = serde_json::from_slice(&text).unwrap();
+            for key in document["keys"].as_array().unwrap() {
+                let activates =
+                    crate::util::parse_utc(key["activates_at"].as_str().unwrap()).unwrap();
+                seen.entry(key["kid"].as_str().unwrap().to_owned())
+                    .or_insert((now, activates));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let first_read = first_read.expect("the keyset was written");
+    // Every key but the first current one must have been stored for the lead
+    // (less the polling's 50 ms) before it signs.
+    let successors: Vec<_> = seen
+        .iter()
+        .filter(|(_, (stored, activates))| !(*stored == first_read && *activates <= first_read))
+        .collect();
+    assert!(
+        successors.len() >= 2,
+        "only {} successors in 20 s: {seen:?}\n{}",
+        successors.len(),
+        daemon.stderr_text()
+    );
+    let short: Vec<String> = successors
+        .iter()
+        .filter(|(_, (stored, activates))| {
+            *activates - *stored < lead - chrono::Duration::milliseconds(100)
+        })
+        .map(|(kid, (stored, activates))| format!("{kid}: stored {stored}, signs from {activates}"))
+        .collect();
+    assert!(
+        short.is_empty(),
+        "keys published for less than the 3 s lead before signing:\n{}\n{}",
+        short.join("\n"),
+        daemon.stderr_text()
+    );
+}
