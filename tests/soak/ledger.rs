@@ -59,6 +59,17 @@ pub struct Ledger {
     /// enabled but not stored (a kill mid-pass; the hourly sweep's).
     pub kms: Option<(usize, usize, usize, usize)>,
     pub peak_rss_kib: BTreeMap<String, u64>,
+    /// For the story of a rejection: each fault's span (unix ms), where and
+    /// when each kid was first seen (unix ms), each kid's stored times.
+    pub fault_log: Vec<(i64, i64, String)>,
+    pub first_seen: BTreeMap<String, BTreeMap<String, i64>>,
+    pub key_times: BTreeMap<String, (String, String)>,
+    pub rejections: Vec<(i64, String, &'static str)>,
+}
+
+/// Now, in unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl Ledger {
@@ -105,6 +116,7 @@ impl Ledger {
             Verdict::Rejected(_) if self.revoked.contains(kid) => self.rejected_revoked += 1,
             Verdict::Rejected(why) => {
                 self.valid_rejected += 1;
+                self.rejections.push((now_ms(), kid.to_owned(), verifier));
                 self.problem(format!(
                     "VALID TOKEN REJECTED by {verifier} (kid {kid}, issuer {issuer}): {why}"
                 ));
@@ -417,7 +429,39 @@ impl Ledger {
         {
             let _ = writeln!(text, "{line}");
         }
+        for (at, kid, verifier) in self.rejections.iter().take(5) {
+            let _ = writeln!(text, "{}", self.story(*at, kid, verifier));
+        }
         (text, broken)
+    }
+
+    /// What led to `verifier` rejecting a valid token of `kid` at `at`: when
+    /// the key was made and activated, where it was seen first, and the
+    /// faults of the 15 s before.
+    fn story(&self, at: i64, kid: &str, verifier: &str) -> String {
+        let mut story = format!("story of the rejection of {kid} by {verifier} at {at} ms:");
+        if let Some((created, activates)) = self.key_times.get(kid) {
+            let _ = write!(story, " created {created}, activates {activates};");
+        }
+        for (place, seen) in self.first_seen.get(kid).into_iter().flatten() {
+            let _ = write!(
+                story,
+                " first in {place} at {} ms ({:+} ms);",
+                seen,
+                seen - at
+            );
+        }
+        for (start, end, kind) in &self.fault_log {
+            if *end >= at - 15_000 && *start <= at {
+                let _ = write!(
+                    story,
+                    " fault {kind} from {:+} to {:+} ms;",
+                    start - at,
+                    end - at
+                );
+            }
+        }
+        story
     }
 }
 

@@ -63,6 +63,16 @@ const EVERY: i64 = 6;
 /// How often the monitor looks at every daemon.
 const POLL: Duration = Duration::from_millis(250);
 
+/// A key as the store holds it.
+struct StoredKey {
+    kid: String,
+    alg: String,
+    /// Unix seconds.
+    created: i64,
+    revoked: bool,
+    activates: String,
+}
+
 /// The two groups of daemons.
 const REPLICAS: usize = 0;
 const FILE: usize = 1;
@@ -313,6 +323,15 @@ impl Soak {
                         })
                         .collect();
                     let mut ledger = self.ledger.lock().unwrap();
+                    let seen_at = ledger::now_ms();
+                    for kid in kids.keys() {
+                        ledger
+                            .first_seen
+                            .entry(kid.clone())
+                            .or_default()
+                            .entry(name.clone())
+                            .or_insert(seen_at);
+                    }
                     ledger.largest_jwks = ledger.largest_jwks.max(response.body.len());
                     let present: BTreeSet<String> = kids.keys().cloned().collect();
                     ledger.check_in_use(issuer, now, &present, &format!("the JWKS of {name}"));
@@ -352,8 +371,8 @@ impl Soak {
         }
     }
 
-    /// The stored keyset of `issuer`: kid -> (family, created, revoked).
-    fn read_store(&self, issuer: usize) -> Result<Vec<(String, String, i64, bool)>, String> {
+    /// The stored keyset of `issuer`.
+    fn read_store(&self, issuer: usize) -> Result<Vec<StoredKey>, String> {
         let spec = &self.issuers[issuer];
         let text = if spec.group == REPLICAS {
             let answer = crate::aws::emulator_call(
@@ -382,12 +401,13 @@ impl Soak {
                         .map(str::to_owned)
                         .ok_or(format!("no {name} in {key}"))
                 };
-                Ok((
-                    field("kid")?,
-                    field("alg")?,
-                    parse_utc(&field("created_at")?)?.timestamp(),
-                    !key["revoked_at"].is_null(),
-                ))
+                Ok(StoredKey {
+                    kid: field("kid")?,
+                    alg: field("alg")?,
+                    created: parse_utc(&field("created_at")?)?.timestamp(),
+                    revoked: !key["revoked_at"].is_null(),
+                    activates: field("activates_at")?,
+                })
             })
             .collect()
     }
@@ -407,19 +427,36 @@ impl Soak {
             };
             let now = now_secs();
             let mut ledger = self.ledger.lock().unwrap();
-            let created = keys.iter().map(|key| key.2).min().unwrap_or(now);
+            let created = keys.iter().map(|key| key.created).min().unwrap_or(now);
             let first = ledger.first_stored_at.entry(issuer).or_insert(created);
             *first = (*first).min(created);
             ledger.last_stored_at.insert(issuer, now);
             let present: BTreeSet<String> = keys
                 .iter()
-                .filter(|key| !key.3)
-                .map(|key| key.0.clone())
+                .filter(|key| !key.revoked)
+                .map(|key| key.kid.clone())
                 .collect();
             ledger.check_in_use(issuer, now, &present, "the store");
-            let stored = ledger.stored.entry(issuer).or_default();
-            for (kid, alg, _, _) in keys {
-                stored.insert(kid, alg);
+            let seen_at = ledger::now_ms();
+            for StoredKey {
+                kid,
+                alg,
+                created,
+                activates,
+                ..
+            } in keys
+            {
+                ledger
+                    .first_seen
+                    .entry(kid.clone())
+                    .or_default()
+                    .entry("the store".into())
+                    .or_insert(seen_at);
+                ledger
+                    .key_times
+                    .entry(kid.clone())
+                    .or_insert((created.to_string(), activates));
+                ledger.stored.entry(issuer).or_default().insert(kid, alg);
             }
         }
     }
@@ -452,8 +489,23 @@ impl Soak {
         run_cmd(cmd, None, Duration::from_secs(60))
     }
 
-    /// One fault, held for `hold`, then cleared.
+    /// One fault, held for `hold`, then cleared; its span goes in the log.
     fn inject(&self, fault: Fault, rng: &mut StdRng, last_revoke: &mut BTreeMap<usize, Instant>) {
+        let start = ledger::now_ms();
+        self.inject_one(fault, rng, last_revoke);
+        self.ledger
+            .lock()
+            .unwrap()
+            .fault_log
+            .push((start, ledger::now_ms(), format!("{fault:?}")));
+    }
+
+    fn inject_one(
+        &self,
+        fault: Fault,
+        rng: &mut StdRng,
+        last_revoke: &mut BTreeMap<usize, Instant>,
+    ) {
         let hold = Duration::from_millis(rng.random_range(1000..3000));
         let record = |kind: &str| self.ledger.lock().unwrap().fault(fault, kind);
         match fault {
