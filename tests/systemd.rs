@@ -943,7 +943,17 @@ fn sighup_with_a_broken_config_keeps_the_running_one_and_says_why() {
             )
         });
 
-    let output = service.output();
+    // The log line was written before READY=1, but our reader of the
+    // daemon's stderr may not have it yet.
+    let output = crate::util::poll(Duration::from_secs(5), || {
+        let output = service.output();
+        if output.contains("keys.rotation_schedule") {
+            Ok(output)
+        } else {
+            Err(output)
+        }
+    })
+    .unwrap_or_else(|output| output);
     let refusal = output
         .lines()
         .find(|line| line.contains("reload refused"))
