@@ -81,28 +81,42 @@ pub(crate) fn emulator_call(
     operation: &str,
     body: &Value,
 ) -> Result<Value, String> {
-    let target = format!("secretsmanager.{operation}");
+    service_call(
+        emulator,
+        "secretsmanager",
+        &format!("secretsmanager.{operation}"),
+        body,
+    )
+}
+
+/// One call to `service` (its name in the credential scope) of the emulator,
+/// whose JSON protocol names the operation in `target` (`X-Amz-Target`).
+pub(crate) fn service_call(
+    emulator: SocketAddr,
+    service: &str,
+    target: &str,
+    body: &Value,
+) -> Result<Value, String> {
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/aws4_request, \
+         SignedHeaders=host, Signature=0"
+    );
     let response = util::http(
         emulator,
         "POST",
         "/",
         &[
-            ("X-Amz-Target", target.as_str()),
+            ("X-Amz-Target", target),
             ("Content-Type", "application/x-amz-json-1.1"),
-            // The emulator picks the service from the credential scope.
-            (
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/secretsmanager/aws4_request, \
-                 SignedHeaders=host, Signature=0",
-            ),
+            ("Authorization", authorization.as_str()),
         ],
         body.to_string().as_bytes(),
     )
-    .map_err(|err| format!("{operation}: {err}"))?;
+    .map_err(|err| format!("{target}: {err}"))?;
     if response.status != 200 {
-        return Err(format!("{operation}: {response}"));
+        return Err(format!("{target}: {response}"));
     }
-    serde_json::from_slice(&response.body).map_err(|err| format!("{operation}: {err}"))
+    serde_json::from_slice(&response.body).map_err(|err| format!("{target}: {err}"))
 }
 
 /// A key as stored.

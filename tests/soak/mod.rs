@@ -663,29 +663,9 @@ impl Soak {
     }
 }
 
-/// One KMS call straight to the emulator (JSON protocol, unsigned).
+/// One KMS call straight to the emulator.
 fn kms_call(emulator: SocketAddr, operation: &str, body: &Value) -> Result<Value, String> {
-    let target = format!("TrentService.{operation}");
-    let response = crate::util::http(
-        emulator,
-        "POST",
-        "/",
-        &[
-            ("X-Amz-Target", target.as_str()),
-            ("Content-Type", "application/x-amz-json-1.1"),
-            (
-                "Authorization",
-                "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kms/aws4_request, \
-                 SignedHeaders=host, Signature=0",
-            ),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .map_err(|err| format!("{operation}: {err}"))?;
-    if response.status != 200 {
-        return Err(format!("{operation}: {response}"));
-    }
-    serde_json::from_slice(&response.body).map_err(|err| format!("{operation}: {err}"))
+    crate::aws::service_call(emulator, "kms", &format!("TrentService.{operation}"), body)
 }
 
 /// The KMS keys made for `iss`, by state: (made, pending deletion, enabled
