@@ -6,6 +6,7 @@ use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use jwkd_client::jwk::PrivateJwk;
 use jwkd_client::signing_keys::{SigningKeyDocument, SigningKeysDocument};
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::credentials;
@@ -128,12 +129,22 @@ pub async fn sign(
         jti = %claims["jti"],
         "signed a token"
     );
-    Ok(super::no_store(&json!({
-        "token": minted.token,
-        "kid": minted.signer.kid(),
-        "exp": exp,
-        "exp_capped": exp_capped,
-    })))
+    Ok(super::no_store(&SignResponse {
+        exp,
+        exp_capped,
+        kid: minted.signer.kid(),
+        token: &minted.token,
+    }))
+}
+
+/// The answer of `/v1/sign`, serialized as it is: its members in the order they
+/// have always been written (sorted).
+#[derive(Serialize)]
+struct SignResponse<'a> {
+    exp: i64,
+    exp_capped: bool,
+    kid: &'a str,
+    token: &'a str,
 }
 
 /// The `exp` a client asked for: a JSON number of seconds, fractions floored.

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use warp::http::StatusCode;
 
@@ -12,6 +13,16 @@ use super::credentials::{self, Presented};
 use super::error::ApiError;
 use super::mint::Mint;
 use crate::state::Shared;
+
+/// The successful answer (RFC 6749 §5.1), serialized as it is: its members in
+/// the order they have always been written (sorted).
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    expires_in: i64,
+    scope: &'a str,
+    token_type: &'static str,
+}
 
 /// The request parameters, each at most once (RFC 6749 §3.2).
 pub(crate) fn parse_form(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
@@ -159,12 +170,12 @@ pub async fn token(
         .sign(client.algorithm, "at+jwt", &mut claims, exp)
         .await?
         .token;
-    let mut response = super::no_store(&json!({
-        "access_token": access_token,
-        "token_type": "Bearer",
-        "expires_in": expires_in,
-        "scope": scope,
-    }));
+    let mut response = super::no_store(&TokenResponse {
+        access_token: &access_token,
+        expires_in,
+        scope: &scope,
+        token_type: "Bearer",
+    });
     response
         .headers_mut()
         .insert("pragma", warp::http::HeaderValue::from_static("no-cache"));
