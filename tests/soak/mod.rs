@@ -67,6 +67,8 @@ pub const AUD: &str = "api";
 /// lead leaves a replica that missed a key without it when another starts
 /// signing with it: that is the limit of the design, not a fault to inject.
 const EVERY: i64 = 10;
+/// The lead those settings give.
+const LEAD: chrono::Duration = chrono::Duration::seconds(7);
 /// How often the monitor looks at every daemon.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -587,9 +589,12 @@ impl Soak {
                 }
             }
             Fault::Revoke => {
-                // Revocation is an emergency: one per issuer per 20 s, so the
-                // key taking over has been published (revoking it at once too
-                // would put an unpublished key to work, by design).
+                // Revoking a signing key promotes its successor at once,
+                // however short a time it has been published (an emergency,
+                // by design): just after a rotation, that successor is a key
+                // verifiers have not seen yet. The soak revokes a signing key
+                // only once its successor has been published for the lead,
+                // and one per issuer per 20 s.
                 let candidates: Vec<usize> = (0..self.issuers.len())
                     .filter(|issuer| {
                         last_revoke
@@ -601,20 +606,46 @@ impl Soak {
                 else {
                     return;
                 };
-                let keys = self.cli(issuer, "keys", &["--json"]);
-                let Ok(keys) = serde_json::from_str::<Vec<Value>>(&keys.stdout) else {
-                    return;
-                };
-                let current: Vec<(String, String)> = keys
-                    .iter()
-                    .filter(|key| key["state"] == "current")
-                    .filter_map(|key| {
-                        Some((
-                            key["kid"].as_str()?.to_owned(),
-                            key["alg"].as_str()?.to_owned(),
-                        ))
-                    })
-                    .collect();
+                // Wait (at most once) for the successor to have been
+                // published for the lead, a second to spare.
+                let mut current = Vec::new();
+                for _ in 0..2 {
+                    let keys = self.cli(issuer, "keys", &["--json"]);
+                    let Ok(keys) = serde_json::from_str::<Vec<Value>>(&keys.stdout) else {
+                        return;
+                    };
+                    let ready_at = |alg: &Value| {
+                        keys.iter()
+                            .filter(|key| key["state"] == "next" && key["alg"] == *alg)
+                            .filter_map(|key| parse_utc(key["created_at"].as_str()?).ok())
+                            .map(|created| created + LEAD + chrono::Duration::seconds(1))
+                            .min()
+                    };
+                    let now = chrono::Utc::now();
+                    let signing: Vec<(String, String, Option<chrono::DateTime<chrono::Utc>>)> =
+                        keys.iter()
+                            .filter(|key| key["state"] == "current")
+                            .filter_map(|key| {
+                                Some((
+                                    key["kid"].as_str()?.to_owned(),
+                                    key["alg"].as_str()?.to_owned(),
+                                    ready_at(&key["alg"]),
+                                ))
+                            })
+                            .collect();
+                    current = signing
+                        .iter()
+                        .filter(|(_, _, ready)| ready.is_some_and(|at| at <= now))
+                        .map(|(kid, alg, _)| (kid.clone(), alg.clone()))
+                        .collect();
+                    let soonest = signing.iter().filter_map(|(_, _, ready)| *ready).min();
+                    match soonest {
+                        Some(at) if current.is_empty() && at > now => {
+                            self.pause((at - now).to_std().unwrap_or_default());
+                        }
+                        _ => break,
+                    }
+                }
                 let Some((kid, alg)) = current
                     .get(rng.random_range(0..current.len().max(1)))
                     .cloned()
