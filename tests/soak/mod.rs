@@ -21,7 +21,7 @@
 //! - Clients reach the daemons through a front per group, as they would
 //!   through a load balancer: the monitor takes a daemon out while it is down.
 //!
-//! `JWKD_SOAK_SECONDS` (default 90: the bounded run of the e2e profile) and
+//! `JWKD_SOAK_SECONDS` (default 75: the bounded run of the e2e profile) and
 //! `JWKD_SOAK_SEED` (default: random, printed) set the run. The long run:
 //!
 //! ```text
@@ -768,7 +768,7 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[test]
 fn a_soak_with_faults_rejects_no_valid_token_accepts_no_bad_one_and_loses_no_key() {
-    let seconds = env_u64("JWKD_SOAK_SECONDS").unwrap_or(90);
+    let seconds = env_u64("JWKD_SOAK_SECONDS").unwrap_or(75);
     let seed = env_u64("JWKD_SOAK_SEED").unwrap_or_else(rand::random);
     eprintln!("soak: {seconds} s, seed {seed} (JWKD_SOAK_SEED={seed} repeats the faults)");
     let started = chrono::Utc::now();
