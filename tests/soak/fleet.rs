@@ -139,6 +139,14 @@ impl Node {
         self.addr
     }
 
+    /// Waits until it listens and `/readyz` answers 200 (the [`Daemon`]
+    /// helpers: they panic with its output after `timeout`).
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let daemon = self.daemon.as_mut().expect("started");
+        self.addr = Some(daemon.wait_listening(timeout));
+        daemon.wait_ready(timeout);
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.daemon.as_ref().map(Daemon::pid)
     }
@@ -181,13 +189,5 @@ impl Node {
             daemon.kill9();
         }
         self.addr = None;
-    }
-
-    /// Its output so far.
-    pub fn output(&self) -> String {
-        self.daemon
-            .as_ref()
-            .map(Daemon::stderr_text)
-            .unwrap_or_default()
     }
 }

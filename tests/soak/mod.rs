@@ -805,24 +805,7 @@ fn a_soak_with_faults_rejects_no_valid_token_accepts_no_bad_one_and_loses_no_key
     });
     // Every daemon up and ready before the load starts.
     for node in &soak.nodes {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut node = node.lock().unwrap();
-            if let Some(addr) = node.addr()
-                && crate::util::http(addr, "GET", "/readyz", &[], b"")
-                    .is_ok_and(|response| response.status == 200)
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} not ready within 60 s:\n{}",
-                node.name,
-                node.output()
-            );
-            drop(node);
-            thread::sleep(Duration::from_millis(100));
-        }
+        node.lock().unwrap().wait_ready(Duration::from_secs(60));
     }
     let threads: Vec<_> = [0, 1]
         .into_iter()
