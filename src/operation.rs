@@ -292,9 +292,13 @@ async fn decide_with_kms(
 }
 
 /// How old a decision may be when it is written. A new key counts as
-/// published from the decision's `now`, so a decision that took long (keys
-/// made in a slow KMS) would reach the store with that much of its lead gone,
-/// or already signing: it is taken again, at once (the keys made are reused).
+/// published from the decision's `now`, so a decision that took long (RSA
+/// keys generated) would reach the store with that much of its lead gone, or
+/// already signing: it is taken again, at once.
+///
+/// A decision that had keys made in KMS is always taken again, whatever its
+/// age: with the keys made (they are reused) the second one is instant, so the
+/// key reaches the store stamped with the time it was really written.
 const MAX_DECISION_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How many times a decision is taken again for being too old before the
@@ -314,6 +318,7 @@ async fn decide_now(
 ) -> Result<Decision, OperationError> {
     let mut attempt = 0;
     loop {
+        let made_before = pool.keys.len();
         let now = clock.now();
         let evidence = evidence_of(snapshot, now);
         crate::clock::check(now, &evidence, planner.tolerance(), &store.location())?;
@@ -333,12 +338,14 @@ async fn decide_now(
         };
         attempt += 1;
         let age = (clock.now() - now).to_std().unwrap_or_default();
-        if age <= MAX_DECISION_AGE || attempt > MAX_STALE_DECISIONS {
+        let made_keys = pool.keys.len() > made_before;
+        if (age <= MAX_DECISION_AGE && !made_keys) || attempt > MAX_STALE_DECISIONS {
             return Ok(decision);
         }
         tracing::debug!(
             ?age,
-            "the decision took too long to write as is; deciding again"
+            made_keys,
+            "the decision is older than the keys it made; deciding again"
         );
     }
 }
