@@ -340,7 +340,11 @@ impl Model {
                             key.activates_at - key.created_at,
                             self.table()
                         );
-                        if self.check_caches {
+                        // A replica that has not re-read the store since a key was
+                        // revoked signs with it until it does (up to the refresh
+                        // interval): verifiers that already refuse it do what the
+                        // revocation asked.
+                        if self.check_caches && !self.revoked.contains(&key.kid) {
                             self.check_served_everywhere(writer, &key.kid)?;
                         }
                     }
