@@ -405,6 +405,87 @@ fn sudo_rotate_beside_the_service_keeps_its_ownership() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+/// Credential checks of every issuer run on the same few hashing threads, but
+/// each issuer waits in a lane of its own: a flood of unknown clients on one
+/// issuer overflows that issuer's lane (503 + Retry-After there), while the
+/// first check of another issuer's clients, which no remembered secret
+/// covers, is neither refused nor queued behind the flood.
+#[test]
+fn a_flood_on_one_issuer_does_not_refuse_another_issuers_clients() {
+    const THREADS: usize = 8;
+    const BILLERS: usize = 4;
+    let base = TestConfig::slow()
+        .set("server", "auth_checks_per_minute", 100_000)
+        .issuer("https://jwkd.test")
+        .client(Client::new("orders", "orders-secret").audiences(&["payments"]));
+    let mut billing = base.issuer_entry("billing", "https://jwkd.test/billing");
+    for n in 0..BILLERS {
+        billing = billing.client(
+            Client::new(&format!("biller-{n}"), &format!("biller-{n}-secret"))
+                .audiences(&["payments"]),
+        );
+    }
+    let dir = TestDir::new(&base.with_issuer(billing).build());
+    let daemon = dir.serve();
+    daemon.wait_ready(Duration::from_secs(20));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let busy = std::sync::atomic::AtomicUsize::new(0);
+    let answers = thread::scope(|scope| {
+        for thread_idx in 0..THREADS {
+            let (addr, stop, busy) = (daemon.addr(), &stop, &busy);
+            scope.spawn(move || {
+                let mut n = thread_idx;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Half wait for their answer; the rest are abandoned.
+                    let answer = flood_request(addr, n, n % 2 == 0);
+                    if answer.is_some_and(|answer| answer.starts_with("HTTP/1.1 503")) {
+                        busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    n += THREADS;
+                }
+            });
+        }
+        let mut answers = Vec::new();
+        for n in 0..BILLERS {
+            // Each biller asks once the flood has overflowed the default
+            // issuer's lane again since the last one asked.
+            let overflowed = busy.load(std::sync::atomic::Ordering::Relaxed);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while busy.load(std::sync::atomic::Ordering::Relaxed) <= overflowed {
+                assert!(
+                    Instant::now() < deadline,
+                    "the flood never overflowed the queue"
+                );
+                thread::sleep(Duration::from_millis(5));
+            }
+            let response = daemon.request(
+                "POST",
+                "/billing/oauth2/token",
+                &[
+                    FORM,
+                    (
+                        "Authorization",
+                        &basic(&format!("biller-{n}"), &format!("biller-{n}-secret")),
+                    ),
+                ],
+                b"grant_type=client_credentials",
+            );
+            answers.push((response.status, response.text()));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        answers
+    });
+    let overflowed = busy.load(std::sync::atomic::Ordering::Relaxed);
+    let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+    println!("{overflowed} flood requests answered 503; the billers' first checks: {statuses:?}");
+    for (n, (status, text)) in answers.iter().enumerate() {
+        assert_eq!(
+            *status, 200,
+            "biller-{n}'s first check during the flood: {text}"
+        );
+    }
+}
+
 // ---- HTTP limits ----
 
 fn limited_config(extra_server: &str) -> String {

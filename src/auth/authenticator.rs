@@ -1,6 +1,6 @@
 //! [`Authenticator`]: presented client credentials checked against the
 //! configured clients, a remembered secret without hashing, and every full
-//! check on a few threads of its own behind a bounded queue.
+//! check on a few shared threads, behind a bounded queue per authenticator.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,11 +30,12 @@ use super::hash::{HashMemory, verify_secret_in};
 /// Full checks are bounded work. They run on [`HashLimits::concurrent`] threads
 /// of their own (each Argon2 check holds ~19 MiB, and memory a thread freed stays
 /// with that thread's allocator arena, so a fixed few threads is also what keeps
-/// the resident set small), fed by a queue of [`HashLimits::waiting`] places.
+/// the resident set small), fed by a lane of [`HashLimits::waiting`] places per
+/// authenticator, served in turn.
 /// [`Authenticator::new`] uses the process's one set of them ([`Hashers`]), for
 /// every issuer and across reloads: new threads per reload left ~20 MiB behind
 /// each time, without bound. A
-/// check asked for when the queue is full is refused at once ([`Busy`]) and
+/// check asked for when its lane is full is refused at once ([`Busy`]) and
 /// nothing is hashed; a queued check whose request was abandoned is skipped
 /// when its turn comes. The remembered path never waits behind the queue, and
 /// the runtime's blocking pool (store I/O, key generation) never sees a hash.
@@ -46,13 +47,16 @@ pub struct Authenticator {
     mac_key: Arc<OnceLock<hmac::Key>>,
     dummy_hash: String,
     hashers: Hashers,
+    /// This authenticator's lane on `hashers`.
+    lane: u64,
     counts: Arc<Counts>,
 }
 
 /// How many Argon2 checks run at once.
 pub const MAX_CONCURRENT_HASHES: usize = 2;
 
-/// How many full checks may wait for a turn; beyond that a check is refused.
+/// How many full checks may wait for a turn, per authenticator (issuer);
+/// beyond that a check is refused.
 /// At ~20 ms a hash on two threads, the last in line waits about half a second.
 pub const MAX_WAITING_CHECKS: usize = 64;
 
@@ -61,7 +65,7 @@ pub const MAX_WAITING_CHECKS: usize = 64;
 pub struct HashLimits {
     /// Checks that run at once (threads).
     pub concurrent: usize,
-    /// Checks that may wait.
+    /// Checks that may wait, per authenticator.
     pub waiting: usize,
 }
 
@@ -154,29 +158,97 @@ fn dummy_like(hash: &str) -> Option<String> {
     Some(dummy.to_string())
 }
 
-/// Threads that run full checks, one at a time each, from a bounded queue.
-/// They end when the last clone is dropped.
+/// Threads that run full checks, one at a time each, taking turns between
+/// the authenticators (issuers) that share them. They end when the last clone
+/// is dropped.
+///
+/// Each authenticator has a lane of its own of [`HashLimits::waiting`] places,
+/// and the threads serve the lanes with checks waiting in turn, one check
+/// each: a flood on one issuer fills that issuer's lane and is refused there,
+/// while a check for another issuer waits for at most one check per busy lane.
 #[derive(Clone)]
 pub struct Hashers {
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    handle: Arc<Handle>,
 }
 
+/// Closes the lanes when the last [`Hashers`] clone goes, so the threads end.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+struct Shared {
+    lanes: Mutex<Lanes>,
+    wake: std::sync::Condvar,
+    /// Places per lane.
+    waiting: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lanes> {
+        // Jobs are pushed and popped whole: a panic cannot leave them half-done.
+        self.lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct Lanes {
+    /// Checks waiting, per lane; a lane with none is not here.
+    waiting: HashMap<u64, std::collections::VecDeque<Job>>,
+    /// Lanes with checks waiting, in the order they get their next turn.
+    turns: std::collections::VecDeque<u64>,
+    closed: bool,
+}
+
+impl Lanes {
+    /// The next check, from the lane whose turn it is; that lane goes to the
+    /// back of the line if it has more.
+    fn next_job(&mut self) -> Option<Job> {
+        let lane = self.turns.pop_front()?;
+        let queue = self.waiting.get_mut(&lane)?;
+        let job = queue.pop_front();
+        if queue.is_empty() {
+            self.waiting.remove(&lane);
+        } else {
+            self.turns.push_back(lane);
+        }
+        job
+    }
+}
+
+/// Each authenticator's lane.
+static NEXT_LANE: AtomicU64 = AtomicU64::new(0);
+
 impl Hashers {
-    /// Starts `limits.concurrent` threads behind a queue of `limits.waiting`.
+    /// Starts `limits.concurrent` threads, with `limits.waiting` places per
+    /// authenticator's lane.
     ///
     /// # Errors
     /// When a thread cannot be started.
     pub fn start(limits: HashLimits) -> Result<Hashers, String> {
-        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(limits.waiting);
-        let queue = Arc::new(Mutex::new(queue));
+        let shared = Arc::new(Shared {
+            lanes: Mutex::new(Lanes::default()),
+            wake: std::sync::Condvar::new(),
+            waiting: limits.waiting,
+        });
         for worker in 0..limits.concurrent.max(1) {
-            let queue = Arc::clone(&queue);
+            let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("jwkd-argon2-{worker}"))
-                .spawn(move || hash_jobs(&queue))
+                .spawn(move || hash_jobs(&shared))
                 .map_err(|err| format!("cannot start a hashing thread: {err}"))?;
         }
-        Ok(Hashers { jobs })
+        Ok(Hashers {
+            handle: Arc::new(Handle { shared }),
+        })
     }
 
     /// The process's hashers ([`HashLimits::default`]), started at the first
@@ -190,19 +262,44 @@ impl Hashers {
             .get_or_init(|| Hashers::start(HashLimits::default()))
             .clone()
     }
+
+    /// Queues `job` in `lane`; gives it back when the lane is full.
+    fn submit(&self, lane: u64, job: Job) -> Result<(), Job> {
+        let shared = &self.handle.shared;
+        let mut lanes = shared.lock();
+        let queue = lanes.waiting.entry(lane).or_default();
+        if queue.len() >= shared.waiting {
+            return Err(job);
+        }
+        queue.push_back(job);
+        if queue.len() == 1 {
+            lanes.turns.push_back(lane);
+        }
+        drop(lanes);
+        shared.wake.notify_one();
+        Ok(())
+    }
 }
 
-/// A hashing thread: takes jobs until the queue's senders are all gone.
-fn hash_jobs(queue: &Mutex<std::sync::mpsc::Receiver<Job>>) {
+/// A hashing thread: takes checks in turn until the hashers are dropped.
+fn hash_jobs(shared: &Shared) {
     let mut memory = HashMemory::default();
     loop {
         // The lock is only held while taking a job, never while hashing.
-        let job = queue
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .recv();
-        let Ok(job) = job else {
-            return;
+        let job = {
+            let mut lanes = shared.lock();
+            loop {
+                if let Some(job) = lanes.next_job() {
+                    break job;
+                }
+                if lanes.closed {
+                    return;
+                }
+                lanes = shared
+                    .wake
+                    .wait(lanes)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
         };
         if job.reply.is_closed() {
             job.counts.abandoned.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +363,7 @@ impl Authenticator {
                 .collect(),
             remembered: Mutex::new(HashMap::new()),
             hashers,
+            lane: NEXT_LANE.fetch_add(1, Ordering::Relaxed),
             mac_key: Arc::new(OnceLock::new()),
             // An unknown client costs what a known one costs.
             dummy_hash: dummy_hash(clients),
@@ -351,8 +449,8 @@ impl Authenticator {
             counts: Arc::clone(&self.counts),
             mac_key: Arc::clone(&self.mac_key),
         };
-        if self.hashers.jobs.try_send(job).is_err() {
-            // Full (or, never while `self` lives, no hashing thread left).
+        if self.hashers.submit(self.lane, job).is_err() {
+            // This authenticator's lane is full.
             self.counts.refused.fetch_add(1, Ordering::Relaxed);
             return Err(Busy);
         }
@@ -586,5 +684,52 @@ mod tests {
             "an abandoned check was hashed"
         );
         assert_eq!(auth.abandoned_checks(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_flood_on_one_authenticator_does_not_refuse_or_hold_up_another() {
+        let hashers = Hashers::start(HashLimits {
+            concurrent: 1,
+            waiting: 4,
+        })
+        .unwrap();
+        let flooded = Arc::new(Authenticator::with_hashers(
+            &[client("orders", "right")],
+            hashers.clone(),
+        ));
+        let other = Authenticator::with_hashers(&[client("billing", "right")], hashers);
+        // Twenty checks at once on the first: one runs, four wait, the rest
+        // are refused (an unknown client: checked against the dummy hash).
+        let flood: Vec<_> = (0..20)
+            .map(|_| {
+                let auth = Arc::clone(&flooded);
+                tokio::spawn(async move { auth.authenticate("nobody", "guess").await })
+            })
+            .collect();
+        while flooded.refused_checks() < 15 {
+            tokio::task::yield_now().await;
+        }
+        // The other's check is neither refused nor queued behind the flood:
+        // it waits for at most the check running and the flood's next turn
+        // (and the thread may have started one more once it answered). Behind
+        // the flood, it would come after all five.
+        let found = other.authenticate("billing", "right").await;
+        assert!(matches!(found, Ok(Some(_))), "{found:?}");
+        let hashed_first = flooded.full_checks();
+        assert!(
+            hashed_first <= 3,
+            "the other waited for {hashed_first} of the flood's 5 checks"
+        );
+        assert_eq!(other.refused_checks(), 0);
+        let mut busy = 0;
+        for task in flood {
+            if let Err(Busy) = task.await.unwrap() {
+                busy += 1;
+            }
+        }
+        // Whether the thread took the first before the fifth came decides
+        // whether four or five were accepted.
+        assert!((15..=16).contains(&busy), "{busy} refused");
+        assert_eq!(flooded.full_checks(), 20 - busy);
     }
 }
