@@ -251,7 +251,9 @@ impl TokenSigner {
         }
     }
 
-    /// A compact JWS of `claims` with header `{"alg","kid","typ"}`.
+    /// A compact JWS of `claims` with header `{"alg","kid","typ"}`, for the
+    /// client `caller` (under KMS custody it waits for a slot within its share
+    /// of `kms.signs_per_second`, see [`crate::kms::Pace`]).
     ///
     /// # Errors
     /// [`SignFailure`]: the local backend failed, or KMS did.
@@ -259,6 +261,7 @@ impl TokenSigner {
         &self,
         typ: &str,
         claims: &Map<String, Value>,
+        caller: &str,
     ) -> Result<String, SignFailure> {
         let signer = match self {
             TokenSigner::Local(signer) => return Ok(signer.sign_jws(typ, claims)?),
@@ -276,7 +279,13 @@ impl TokenSigner {
         let signed = signer
             .custody
             .kms
-            .sign(&signer.arn, signer.alg, token.as_bytes())
+            .sign(
+                &signer.arn,
+                signer.alg,
+                token.as_bytes(),
+                // Issuers on one region share its pace: a client is one of an issuer's.
+                &format!("client {caller:?} of {}", signer.custody.owner.issuer),
+            )
             .await;
         let signature = signer.custody.record(signed)?;
         token.push('.');
@@ -325,6 +334,8 @@ impl KmsCustody {
     /// issuer unready until a later call succeeds.
     fn record<T>(&self, result: Result<T, KmsError>) -> Result<T, KmsError> {
         match &result {
+            // Refused by jwkd's own pace before any call: KMS may be fine.
+            Err(KmsError::Busy(_)) => {}
             Ok(_) => {
                 if self.failing.swap(false, Ordering::AcqRel) {
                     tracing::info!(issuer = %self.owner.issuer, "KMS signs again");

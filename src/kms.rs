@@ -75,6 +75,10 @@ pub enum KmsError {
     /// The message is over what `Sign` takes raw.
     #[error("the signing input is {0} bytes; KMS signs at most {MAX_RAW_MESSAGE} bytes raw")]
     TooLarge(usize),
+    /// Not sent: jwkd's own bound on signatures ([`Pace`]) refused the call.
+    /// Says nothing of KMS's health, so it never makes the issuer unready.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// A key made in KMS: where it is and what verifiers see of it.
@@ -118,43 +122,100 @@ pub struct Kms {
 
 /// Spaces calls evenly at a rate: each takes the next free slot, and one whose
 /// slot is further away than [`QUEUE_WAIT`] is refused instead of queued.
+///
+/// Every caller (an issuer's client) may hold at most a quarter of the
+/// queue's slots at once ([`CALLER_SHARE`]): one client flooding the token
+/// endpoint is refused its excess at once, and cannot make every other
+/// client of every issuer on this KMS wait out the whole queue, or be refused.
 #[derive(Debug)]
 pub struct Pace {
     every: std::time::Duration,
-    next: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// The most slots one caller may hold.
+    share: usize,
+    state: std::sync::Mutex<PaceState>,
+}
+
+#[derive(Debug, Default)]
+struct PaceState {
+    next: Option<tokio::time::Instant>,
+    /// Slots not yet reached, per caller; a caller with none is not here.
+    waiting: std::collections::HashMap<String, usize>,
+}
+
+/// The part of the queue one caller may hold.
+pub const CALLER_SHARE: u32 = 4;
+
+/// A caller's slot: held until its time comes or its request is dropped.
+struct Held<'a> {
+    pace: &'a Pace,
+    caller: &'a str,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut state = self.pace.lock();
+        if let Some(count) = state.waiting.get_mut(self.caller) {
+            *count -= 1;
+            if *count == 0 {
+                state.waiting.remove(self.caller);
+            }
+        }
+    }
 }
 
 impl Pace {
     /// At most `per_second` calls a second (at least one).
     pub fn new(per_second: u32) -> Pace {
+        let every = std::time::Duration::from_secs(1) / per_second.max(1);
+        // The slots in QUEUE_WAIT, and one at once.
+        let slots = QUEUE_WAIT.as_nanos() / every.as_nanos().max(1) + 1;
         Pace {
-            every: std::time::Duration::from_secs(1) / per_second.max(1),
-            next: std::sync::Mutex::new(None),
+            every,
+            share: usize::try_from(slots / u128::from(CALLER_SHARE))
+                .unwrap_or(usize::MAX)
+                .max(1),
+            state: std::sync::Mutex::new(PaceState::default()),
         }
     }
 
-    /// Waits for this call's slot.
+    fn lock(&self) -> std::sync::MutexGuard<'_, PaceState> {
+        // Counts are changed whole: a panic cannot leave one half-changed.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for a slot for `caller`.
     ///
     /// # Errors
-    /// [`KmsError::Unavailable`] when the slot is more than [`QUEUE_WAIT`] away.
-    pub async fn wait(&self) -> Result<(), KmsError> {
+    /// [`KmsError::Busy`] when the slot is more than [`QUEUE_WAIT`] away, or
+    /// `caller` holds its share of the slots already.
+    pub async fn wait(&self, caller: &str) -> Result<(), KmsError> {
         let now = tokio::time::Instant::now();
         let slot = {
-            let mut next = self
-                .next
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let slot = next.map_or(now, |next| next.max(now));
+            let mut state = self.lock();
+            let slot = state.next.map_or(now, |next| next.max(now));
+            let per_second =
+                std::time::Duration::from_secs(1).as_nanos() / self.every.as_nanos().max(1);
             if slot - now > QUEUE_WAIT {
-                return Err(KmsError::Unavailable(format!(
-                    "over kms.signs_per_second ({} a second) for the next {}s",
-                    std::time::Duration::from_secs(1).as_nanos() / self.every.as_nanos().max(1),
+                return Err(KmsError::Busy(format!(
+                    "over kms.signs_per_second ({per_second} a second) for the next {}s",
                     QUEUE_WAIT.as_secs()
                 )));
             }
-            *next = Some(slot + self.every);
+            let held = state.waiting.get(caller).copied().unwrap_or(0);
+            if held >= self.share {
+                return Err(KmsError::Busy(format!(
+                    "{caller} has {held} signatures waiting, its share of the next {}s \
+                     at kms.signs_per_second ({per_second} a second)",
+                    QUEUE_WAIT.as_secs()
+                )));
+            }
+            *state.waiting.entry(caller.to_owned()).or_default() += 1;
+            state.next = Some(slot + self.every);
             slot
         };
+        let _held = Held { pace: self, caller };
         tokio::time::sleep_until(slot).await;
         Ok(())
     }
@@ -341,12 +402,13 @@ impl Kms {
         arn: &str,
         alg: Algorithm,
         message: &[u8],
+        caller: &str,
     ) -> Result<Vec<u8>, KmsError> {
         let algorithm = signing_algorithm(alg)?;
         if message.len() > MAX_RAW_MESSAGE {
             return Err(KmsError::TooLarge(message.len()));
         }
-        self.pace.wait().await?;
+        self.pace.wait(caller).await?;
         let _permit = self.permit().await?;
         let signed = self
             .client
@@ -557,7 +619,10 @@ pub(crate) mod tests {
             b64(header.to_string().as_bytes()),
             b64(claims.to_string().as_bytes())
         );
-        let signature = kms.sign(&key.arn, alg, input.as_bytes()).await.unwrap();
+        let signature = kms
+            .sign(&key.arn, alg, input.as_bytes(), "orders")
+            .await
+            .unwrap();
         format!("{input}.{}", b64(&signature))
     }
 
@@ -680,16 +745,17 @@ pub(crate) mod tests {
         let pace = Arc::new(Pace::new(10));
         let start = tokio::time::Instant::now();
         let mut calls = Vec::new();
-        for _ in 0..51 {
+        // Each from a caller of its own: one caller may hold a quarter of them.
+        for n in 0..51 {
             let pace = Arc::clone(&pace);
             calls.push(tokio::spawn(async move {
-                pace.wait().await.unwrap();
+                pace.wait(&format!("client-{n}")).await.unwrap();
                 tokio::time::Instant::now() - start
             }));
         }
         // Every slot is taken before anyone sleeps: let them all ask.
         tokio::task::yield_now().await;
-        let refused = pace.wait().await.unwrap_err();
+        let refused = pace.wait("client-51").await.unwrap_err();
         assert!(
             refused
                 .to_string()
@@ -706,19 +772,79 @@ pub(crate) mod tests {
         // The queue has drained: the next call keeps the pace, and after a
         // quiet second one goes at once (no burst is saved up).
         let before = tokio::time::Instant::now();
-        pace.wait().await.unwrap();
+        pace.wait("client-0").await.unwrap();
         assert_eq!(
             tokio::time::Instant::now() - before,
             std::time::Duration::from_millis(100)
         );
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let before = tokio::time::Instant::now();
-        pace.wait().await.unwrap();
-        pace.wait().await.unwrap();
+        pace.wait("client-0").await.unwrap();
+        pace.wait("client-0").await.unwrap();
         assert_eq!(
             tokio::time::Instant::now() - before,
             std::time::Duration::from_millis(100)
         );
+    }
+
+    /// One caller flooding: it holds at most a quarter of the 51 slots of the
+    /// next 5 s (12; the first one, at once, is gone before the thirteenth asks,
+    /// so 13 are served), and is refused the rest at once; another caller
+    /// still gets the next slot, 1.3 s away rather than refused or 5 s away; a
+    /// slot whose request was dropped is the caller's again.
+    #[tokio::test(start_paused = true)]
+    async fn one_caller_holds_at_most_its_share_of_the_queue() {
+        let pace = Arc::new(Pace::new(10));
+        let start = tokio::time::Instant::now();
+        let mut flood = Vec::new();
+        for _ in 0..51 {
+            let pace = Arc::clone(&pace);
+            flood.push(tokio::spawn(
+                async move { pace.wait("flooder").await.is_ok() },
+            ));
+        }
+        tokio::task::yield_now().await;
+        let other = {
+            let pace = Arc::clone(&pace);
+            tokio::spawn(async move {
+                pace.wait("other").await.unwrap();
+                tokio::time::Instant::now() - start
+            })
+        };
+        tokio::task::yield_now().await;
+        // Refused for its share, not for the rate: 12 slots, not 51, are gone.
+        let refused = pace.wait("flooder").await.unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("flooder has 12 signatures waiting, its share"),
+            "{refused}"
+        );
+        assert_eq!(other.await.unwrap(), std::time::Duration::from_millis(1300));
+        let mut served = 0;
+        for call in flood {
+            served += usize::from(call.await.unwrap());
+        }
+        assert_eq!(served, 13);
+        // A dropped request gives its slot back to its caller's share.
+        let waiting: Vec<_> = (0..12)
+            .map(|_| {
+                let pace = Arc::clone(&pace);
+                tokio::spawn(async move { pace.wait("flooder").await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        assert!(pace.wait("flooder").await.is_err());
+        waiting[11].abort();
+        tokio::task::yield_now().await;
+        let last = tokio::spawn({
+            let pace = Arc::clone(&pace);
+            async move { pace.wait("flooder").await }
+        });
+        for call in waiting.into_iter().take(11) {
+            call.await.unwrap().unwrap();
+        }
+        last.await.unwrap().unwrap();
     }
 
     #[tokio::test]
@@ -734,7 +860,7 @@ pub(crate) mod tests {
             "EdDSA keys cannot be held in KMS (KMS has no Ed25519 signing keys)"
         );
         let err = kms
-            .sign("arn", Algorithm::Es256, &[0; MAX_RAW_MESSAGE + 1])
+            .sign("arn", Algorithm::Es256, &[0; MAX_RAW_MESSAGE + 1], "orders")
             .await
             .unwrap_err();
         assert_eq!(
@@ -748,7 +874,7 @@ pub(crate) mod tests {
         let kms = kms_at("http://127.0.0.1:9");
         let err = tokio::time::timeout(
             std::time::Duration::from_secs(30),
-            kms.sign("arn", Algorithm::Es256, b"x"),
+            kms.sign("arn", Algorithm::Es256, b"x", "orders"),
         )
         .await
         .expect("bounded by the SDK's timeouts")

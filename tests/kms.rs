@@ -503,3 +503,78 @@ fn a_slow_kms_does_not_shorten_the_lead() {
         daemon.stderr_text()
     );
 }
+
+/// One client flooding the token endpoint of a KMS issuer takes at most its
+/// share of `kms.signs_per_second`'s queue: its excess is refused at once
+/// (503, saying so), another client's tokens still come, and `/readyz` stays
+/// 200, since KMS itself is fine (a refusal by jwkd's own pace used to mark
+/// KMS as failing, so a burst took the daemon out of its load balancer).
+#[test]
+fn a_client_flooding_a_kms_issuer_gets_its_share_and_no_more() {
+    const FLOODERS: usize = 24;
+    let endpoint = crate::aws::emulator();
+    let issuer = unique_issuer();
+    let config = config(&issuer, endpoint)
+        .set("keys", "rotation_schedule", "0 3 * * *")
+        .set("keys", "max_token_lifetime", "1h");
+    // 4 a second: 21 slots in the 5 s queue, 5 of them one client's share.
+    let daemon =
+        InProcess::start_with_kms(&config.build(), start(), kms(endpoint).signing_at_most(4));
+    assert_eq!(token(&daemon, "orders", "orders-secret").status, 200);
+    assert_eq!(token(&daemon, "legacy", "legacy-secret").status, 200);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (refused, others) = std::thread::scope(|scope| {
+        let flood: Vec<_> = (0..FLOODERS)
+            .map(|_| {
+                let (daemon, stop) = (&daemon, &stop);
+                scope.spawn(move || {
+                    let mut refused = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let answer = token(daemon, "orders", "orders-secret");
+                        if answer.status != 200 {
+                            refused.push((answer.status, answer.text()));
+                            // Back off a little, as Retry-After asks (not a whole second).
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                    refused
+                })
+            })
+            .collect();
+        // Let the flood fill the queue, then ask as the other client.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut others = Vec::new();
+        for _ in 0..3 {
+            let answer = token(&daemon, "legacy", "legacy-secret");
+            let ready = daemon.get("/readyz");
+            others.push((answer.status, answer.text(), ready.status, ready.text()));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let refused: Vec<_> = flood
+            .into_iter()
+            .flat_map(|flooder| flooder.join().expect("flooder"))
+            .collect();
+        (refused, others)
+    });
+    for (status, text, ready, ready_text) in &others {
+        assert_eq!(*status, 200, "the other client was refused: {text}");
+        assert_eq!(*ready, 200, "a flood made the daemon unready: {ready_text}");
+    }
+    assert!(
+        !refused.is_empty(),
+        "{FLOODERS} concurrent requests at 4 a second must overflow one client's share"
+    );
+    for (status, text) in &refused {
+        assert_eq!(*status, 503, "{text}");
+        let body: Value = serde_json::from_str(text).unwrap();
+        let reason = body["error_description"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("client \"orders\"") && reason.contains("its share"),
+            "refused for another reason than its share: {text}"
+        );
+    }
+    println!(
+        "{} of the flood refused for its share; the other client's 3 tokens came",
+        refused.len()
+    );
+}

@@ -143,7 +143,10 @@ async fn a_signature_kms_cannot_make_marks_the_custodian_unavailable() {
     let key = kms_record(Algorithm::Es256, "arn:aws:kms:us-east-1:1:key/k");
     let signer = custodian.signer(&key).unwrap();
     assert_eq!(custodian.unavailable(), None);
-    let err = signer.sign_jws("JWT", &Map::new()).await.unwrap_err();
+    let err = signer
+        .sign_jws("JWT", &Map::new(), "orders")
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, SignFailure::Kms(KmsError::Unavailable(_))),
         "{err}"

@@ -86,6 +86,18 @@ impl ApiError {
         .with_header("retry-after", "1")
     }
 
+    /// A 503 when a signature would wait beyond jwkd's bound on KMS signatures
+    /// (`kms.signs_per_second`, and each client's share of it): `reason` says
+    /// which. KMS itself is fine, so `/readyz` is not affected.
+    pub fn kms_busy(reason: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            format!("too many signatures waiting for KMS: {reason}; retry shortly"),
+        )
+        .with_header("retry-after", "1")
+    }
+
     /// A 500 whose cause was logged.
     pub fn internal() -> ApiError {
         ApiError::new(

@@ -119,7 +119,9 @@ pub async fn sign(
             ));
         }
     }
-    let minted = mint.sign(client.algorithm, "JWT", &mut claims, exp).await?;
+    let minted = mint
+        .sign(client.algorithm, "JWT", &mut claims, exp, &client.id)
+        .await?;
     tracing::info!(
         target: "jwkd::audit",
         client = %client.id,

@@ -82,7 +82,7 @@ impl<'a> Mint<'a> {
     }
 
     /// Sets `iat`, `nbf`, `exp` and a fresh `jti` in `claims`, signs them as `typ`
-    /// with the current key of `alg`, and counts the token.
+    /// with the current key of `alg` for the client `caller`, and counts the token.
     ///
     /// # Errors
     /// 503 without a current key or while KMS cannot sign; 500 if signing
@@ -93,6 +93,7 @@ impl<'a> Mint<'a> {
         typ: &str,
         claims: &mut Map<String, Value>,
         exp: i64,
+        caller: &str,
     ) -> Result<Minted, ApiError> {
         let signer = self
             .shared
@@ -105,10 +106,11 @@ impl<'a> Mint<'a> {
         claims.insert("exp".into(), json!(exp));
         claims.insert("jti".into(), json!(new_jti()?));
         let token = signer
-            .sign_jws(typ, claims)
+            .sign_jws(typ, claims, caller)
             .await
             .map_err(|err| match err {
                 SignFailure::Kms(KmsError::Unavailable(_)) => ApiError::kms_unavailable(),
+                SignFailure::Kms(KmsError::Busy(reason)) => ApiError::kms_busy(&reason),
                 err => {
                     tracing::error!(%err, "cannot sign a token");
                     ApiError::internal()

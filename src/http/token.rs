@@ -167,7 +167,7 @@ pub async fn token(
         claims.insert("scope".into(), json!(scope));
     }
     let access_token = mint
-        .sign(client.algorithm, "at+jwt", &mut claims, exp)
+        .sign(client.algorithm, "at+jwt", &mut claims, exp, &client.id)
         .await?
         .token;
     let mut response = super::no_store(&TokenResponse {
