@@ -133,6 +133,11 @@ impl Planner {
         self.policy.skew
     }
 
+    /// How long a new key is published before it signs.
+    pub fn lead(&self) -> chrono::Duration {
+        self.policy.lead
+    }
+
     /// Decides what `operation` does to `keyset` at `times`. A write also
     /// drops what no longer needs storing ([`timeline::prune_at`]).
     ///
@@ -291,22 +296,28 @@ async fn decide_with_kms(
     }
 }
 
-/// How old a decision may be when it is written. A new key counts as
-/// published from the decision's `now`, so a decision that took long (RSA
-/// keys generated) would reach the store with that much of its lead gone, or
-/// already signing: it is taken again, at once.
-///
-/// A decision that had keys made in KMS is always taken again, whatever its
-/// age: with the keys made (they are reused) the second one is instant, so the
-/// key reaches the store stamped with the time it was really written.
+/// How old a decision may be when it is written.
 const MAX_DECISION_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How many times a decision is taken again for being too old before the
-/// last one is written anyway.
+/// How many times a decision is taken again for being stale before the last
+/// one is written anyway (logged).
 const MAX_STALE_DECISIONS: usize = 3;
 
-/// Decides what `operation` does to the snapshot's keyset now, taking the
-/// decision again while making it took over [`MAX_DECISION_AGE`].
+/// Decides what `operation` does to the snapshot's keyset now, and decides
+/// again while the decision is stale.
+///
+/// A new key counts as published from the decision's `now` (its
+/// `created_at`), but it is published when it is written: a decision that
+/// took long (keys made in a slow KMS, RSA keys generated) would reach the
+/// store with that much of its lead gone, or already signing. So a decision
+/// is taken again, at once,
+/// - when a key it adds that does not sign at once would activate less than
+///   a whole lead after the moment it is written (the invariant itself);
+/// - when it had keys made in KMS, whatever its age: with the keys made (they
+///   are reused) the second decision is instant, so a key's `created_at` is
+///   when it was really written, which a later `jwkd rotate` counts its lead
+///   from;
+/// - when it is over [`MAX_DECISION_AGE`] old, for the same reason.
 async fn decide_now(
     store: &dyn KeyStore,
     planner: &Planner,
@@ -337,17 +348,47 @@ async fn decide_now(
                 })??
         };
         attempt += 1;
-        let age = (clock.now() - now).to_std().unwrap_or_default();
+        let written = clock.now();
+        let age = (written - now).to_std().unwrap_or_default();
+        let short = short_of_lead(&decision, &snapshot.keyset, written, planner.lead());
         let made_keys = pool.keys.len() > made_before;
-        if (age <= MAX_DECISION_AGE && !made_keys) || attempt > MAX_STALE_DECISIONS {
+        if short.is_none() && !made_keys && age <= MAX_DECISION_AGE {
+            return Ok(decision);
+        }
+        if attempt > MAX_STALE_DECISIONS {
+            if let Some(short) = short {
+                tracing::warn!(
+                    kid = %short.kid,
+                    activates_at = %short.activates_at,
+                    "writing a key with less than its lead: {MAX_STALE_DECISIONS} decisions \
+                     in a row took too long"
+                );
+            }
             return Ok(decision);
         }
         tracing::debug!(
             ?age,
             made_keys,
-            "the decision is older than the keys it made; deciding again"
+            short_of_lead = short.is_some(),
+            "the decision is stale; deciding again"
         );
     }
+}
+
+/// The first key `decision` adds to `before` that would be published for less
+/// than `lead` before it signs if written at `written`; keys that sign at once
+/// (a family's first key) are not held to the lead.
+fn short_of_lead<'d>(
+    decision: &'d Decision,
+    before: &Keyset,
+    written: chrono::DateTime<chrono::Utc>,
+    lead: chrono::Duration,
+) -> Option<&'d crate::keyset::KeyRecord> {
+    decision.keyset.as_ref()?.keys.iter().find(|key| {
+        before.get(&key.kid).is_none()
+            && key.activates_at > key.created_at
+            && key.activates_at - written < lead
+    })
 }
 
 async fn update(
@@ -404,3 +445,87 @@ async fn update(
 
 #[cfg(test)]
 mod clock_tests;
+
+#[cfg(test)]
+mod stale_tests {
+    use chrono::{DateTime, Duration, TimeZone as _, Utc};
+
+    use super::*;
+    use crate::keys::Algorithm;
+    use crate::store::memory::MemoryStore;
+    use crate::timeline::Policy;
+
+    /// A clock that moves `step` forward each time it is read: a decision
+    /// read between its first and last look at the time took `step`.
+    #[derive(Debug)]
+    struct SlowClock {
+        now: std::sync::Mutex<DateTime<Utc>>,
+        step: Duration,
+    }
+
+    impl Clock for SlowClock {
+        fn now(&self) -> DateTime<Utc> {
+            let mut now = self.now.lock().unwrap();
+            *now += self.step;
+            *now
+        }
+    }
+
+    /// A decision that takes 0.6 s (well under the 1 s age bound) right
+    /// before a rotation is due: written as decided, the next key would sign
+    /// at :10 after being published from :07.1, 2.9 s against a 3 s lead. It
+    /// is decided again, and the next key waits for the following rotation.
+    #[tokio::test]
+    async fn a_key_that_would_be_short_of_its_lead_when_written_is_decided_again() {
+        let lead = Duration::seconds(3);
+        let planner = Planner::from_parts(
+            vec![Algorithm::Es256],
+            "*/10 * * * * *".parse().unwrap(),
+            Policy {
+                lead,
+                retention: Duration::seconds(5),
+                skew: Duration::zero(),
+                lag: Duration::seconds(1),
+            },
+            false,
+        );
+        let store = MemoryStore::default();
+        let step = Duration::milliseconds(600);
+        let clock = SlowClock {
+            // The first read is 12:00:06.5.
+            now: std::sync::Mutex::new(
+                Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 6).unwrap() + Duration::milliseconds(500)
+                    - step,
+            ),
+            step,
+        };
+        let (stored, _) = update_store(
+            &store,
+            &planner,
+            &Custodian::Local,
+            &clock,
+            &Operation::Maintain,
+            None,
+        )
+        .await
+        .unwrap();
+        // Every read of this clock is later than the write.
+        let after_write = clock.now();
+        let next: Vec<_> = stored
+            .keyset
+            .keys
+            .iter()
+            .filter(|key| key.activates_at > key.created_at)
+            .collect();
+        assert_eq!(next.len(), 1, "{:?}", stored.keyset.keys);
+        assert!(
+            next[0].activates_at - after_write >= lead,
+            "next key signs from {} but was written before {after_write}",
+            next[0].activates_at
+        );
+        assert_eq!(
+            next[0].activates_at,
+            Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 20).unwrap()
+        );
+    }
+}
