@@ -392,11 +392,13 @@ impl Kms {
     }
 
     /// Signs `message` (a JWS signing input) with the key `arn` of family
-    /// `alg`; the signature is as JWS wants it.
+    /// `alg`, for `caller` (whose share of the pace it counts against); the
+    /// signature is as JWS wants it.
     ///
     /// # Errors
-    /// [`KmsError::TooLarge`] over [`MAX_RAW_MESSAGE`] bytes; the call's error
-    /// otherwise, or a signature that is not one of `alg`'s.
+    /// [`KmsError::TooLarge`] over [`MAX_RAW_MESSAGE`] bytes; [`KmsError::Busy`]
+    /// when the pace refuses it ([`Pace::wait`]); the call's error otherwise,
+    /// or a signature that is not one of `alg`'s.
     pub async fn sign(
         &self,
         arn: &str,
