@@ -267,10 +267,12 @@ impl Hashers {
     fn submit(&self, lane: u64, job: Job) -> Result<(), Job> {
         let shared = &self.handle.shared;
         let mut lanes = shared.lock();
-        let queue = lanes.waiting.entry(lane).or_default();
-        if queue.len() >= shared.waiting {
+        let queued = lanes.waiting.get(&lane).map_or(0, |queue| queue.len());
+        if queued >= shared.waiting {
+            // Checked first, so that a lane with no place left no empty entry.
             return Err(job);
         }
+        let queue = lanes.waiting.entry(lane).or_default();
         queue.push_back(job);
         if queue.len() == 1 {
             lanes.turns.push_back(lane);

@@ -67,8 +67,12 @@ pub const AUD: &str = "api";
 /// lead leaves a replica that missed a key without it when another starts
 /// signing with it: that is the limit of the design, not a fault to inject.
 const EVERY: i64 = 10;
+/// `jwks_max_age`, `clock_skew` and `store.refresh_interval`, in seconds.
+const MAX_AGE: i64 = 2;
+const SKEW: i64 = 4;
+const REFRESH: i64 = 1;
 /// The lead those settings give.
-const LEAD: chrono::Duration = chrono::Duration::seconds(7);
+const LEAD: chrono::Duration = chrono::Duration::seconds(MAX_AGE + SKEW + REFRESH);
 /// How often the monitor looks at every daemon.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -145,10 +149,10 @@ fn base(iss: &str, algorithms: &[&str]) -> TestConfig {
         .algorithms(algorithms)
         .set("keys", "rotation_schedule", format!("*/{EVERY} * * * * *"))
         .set("keys", "max_token_lifetime", "10s")
-        .set("keys", "clock_skew", "4s")
-        .set("keys", "jwks_max_age", "2s")
+        .set("keys", "clock_skew", format!("{SKEW}s"))
+        .set("keys", "jwks_max_age", format!("{MAX_AGE}s"))
         .set("keys", "x5c", false)
-        .set("store", "refresh_interval", "1s")
+        .set("store", "refresh_interval", format!("{REFRESH}s"))
         .issuer(iss)
         .set("issuer", "token_lifetime", "10s")
 }
