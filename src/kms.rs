@@ -127,11 +127,21 @@ pub struct Kms {
 /// queue's slots at once ([`CALLER_SHARE`]): one client flooding the token
 /// endpoint is refused its excess at once, and cannot make every other
 /// client of every issuer on this KMS wait out the whole queue, or be refused.
+///
+/// The last quarter of the queue is kept for callers with no slot: a caller
+/// that holds one already gets another only while the queue is less than
+/// three quarters full. Several clients flooding together (each within its
+/// share) therefore still leave room for a client asking for its first
+/// signature; only as many flooding credentials as that quarter has slots can
+/// fill it.
 #[derive(Debug)]
 pub struct Pace {
     every: std::time::Duration,
     /// The most slots one caller may hold.
     share: usize,
+    /// How far away a slot may be for a caller that holds one already: three
+    /// quarters of the queue.
+    repeat: std::time::Duration,
     state: std::sync::Mutex<PaceState>,
 }
 
@@ -143,7 +153,7 @@ struct PaceState {
 }
 
 /// The part of the queue one caller may hold.
-pub const CALLER_SHARE: u32 = 4;
+pub const CALLER_SHARE: usize = 4;
 
 /// A caller's slot: held until its time comes or its request is dropped.
 struct Held<'a> {
@@ -168,12 +178,13 @@ impl Pace {
     pub fn new(per_second: u32) -> Pace {
         let every = std::time::Duration::from_secs(1) / per_second.max(1);
         // The slots in QUEUE_WAIT, and one at once.
-        let slots = QUEUE_WAIT.as_nanos() / every.as_nanos().max(1) + 1;
+        let slots = usize::try_from(QUEUE_WAIT.as_nanos() / every.as_nanos().max(1) + 1)
+            .unwrap_or(usize::MAX);
+        let share = (slots / CALLER_SHARE).max(1);
         Pace {
             every,
-            share: usize::try_from(slots / u128::from(CALLER_SHARE))
-                .unwrap_or(usize::MAX)
-                .max(1),
+            share,
+            repeat: every.saturating_mul(u32::try_from(slots - share).unwrap_or(u32::MAX)),
             state: std::sync::Mutex::new(PaceState::default()),
         }
     }
@@ -188,8 +199,9 @@ impl Pace {
     /// Waits for a slot for `caller`.
     ///
     /// # Errors
-    /// [`KmsError::Busy`] when the slot is more than [`QUEUE_WAIT`] away, or
-    /// `caller` holds its share of the slots already.
+    /// [`KmsError::Busy`] when the slot is more than [`QUEUE_WAIT`] away,
+    /// `caller` holds its share of the slots already, or holds one and the
+    /// queue's last quarter is all that is left.
     pub async fn wait(&self, caller: &str) -> Result<(), KmsError> {
         let now = tokio::time::Instant::now();
         let slot = {
@@ -209,6 +221,15 @@ impl Pace {
                     "{caller} has {held} signatures waiting, its share of the next {}s \
                      at kms.signs_per_second ({per_second} a second)",
                     QUEUE_WAIT.as_secs()
+                )));
+            }
+            if held > 0 && slot - now >= self.repeat {
+                return Err(KmsError::Busy(format!(
+                    "{caller} has {held} signatures waiting and the next free slot at \
+                     kms.signs_per_second ({per_second} a second) is {}ms away; the slots \
+                     after {}ms are kept for clients with none waiting",
+                    (slot - now).as_millis(),
+                    self.repeat.as_millis()
                 )));
             }
             *state.waiting.entry(caller.to_owned()).or_default() += 1;
@@ -847,6 +868,50 @@ pub(crate) mod tests {
             call.await.unwrap().unwrap();
         }
         last.await.unwrap().unwrap();
+    }
+
+    /// Five callers flooding at once, each within its share, would fill the
+    /// whole queue between them (4 × 12 + 3 of 51 slots). The last quarter is
+    /// kept for callers with nothing waiting: the flooders' further slots stop
+    /// at 3.9 s, and a client asking for its first signature gets a slot
+    /// rather than a refusal.
+    #[tokio::test(start_paused = true)]
+    async fn several_callers_flooding_together_leave_room_for_a_first_signature() {
+        let pace = Arc::new(Pace::new(10));
+        let start = tokio::time::Instant::now();
+        let mut flood = Vec::new();
+        for flooder in 0..5 {
+            for _ in 0..20 {
+                let pace = Arc::clone(&pace);
+                flood.push(tokio::spawn(async move {
+                    (flooder, pace.wait(&format!("flooder-{flooder}")).await)
+                }));
+            }
+            tokio::task::yield_now().await;
+        }
+        let refused = pace.wait("flooder-3").await.unwrap_err().to_string();
+        assert!(
+            refused.contains("are kept for clients with none waiting"),
+            "{refused}"
+        );
+        let other = pace.wait("other").await;
+        assert!(other.is_ok(), "a first signature was refused: {other:?}");
+        let waited = tokio::time::Instant::now() - start;
+        assert!(
+            waited > std::time::Duration::from_millis(3900) && waited <= QUEUE_WAIT,
+            "{waited:?}"
+        );
+        let mut served = [0; 5];
+        for call in flood {
+            let (flooder, result) = call.await.unwrap();
+            served[flooder] += usize::from(result.is_ok());
+        }
+        // The first at once (gone before the rest ask), then a share each, until
+        // the queue is three quarters full; the fourth and fifth flooders get
+        // what is left of those three quarters, and one slot each beyond them.
+        assert!(served.iter().all(|&n| n <= 13), "{served:?}");
+        assert!(served[3] >= 1 && served[4] >= 1, "{served:?}");
+        assert!(served.iter().sum::<usize>() <= 41, "{served:?}");
     }
 
     #[tokio::test]
