@@ -102,7 +102,7 @@ impl Schedule {
     }
 
     /// The shortest gap between two consecutive fires after `from`, looking
-    /// ahead [`GAP_HORIZON_DAYS`] or [`GAP_MAX_FIRES`] fires. `None` if the
+    /// ahead `GAP_HORIZON_DAYS` or `GAP_MAX_FIRES` fires. `None` if the
     /// schedule fires fewer than twice in that window.
     pub fn shortest_gap(&self, from: DateTime<Utc>) -> Option<Duration> {
         let horizon = from + Duration::days(GAP_HORIZON_DAYS);

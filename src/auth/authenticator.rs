@@ -32,7 +32,7 @@ use super::hash::{HashMemory, verify_secret_in};
 /// with that thread's allocator arena, so a fixed few threads is also what keeps
 /// the resident set small), fed by a lane of [`HashLimits::waiting`] places per
 /// authenticator, served in turn.
-/// [`Authenticator::new`] uses the process's one set of them ([`Hashers`]), for
+/// [`Authenticator::new`] uses the process's one set of them (`Hashers`), for
 /// every issuer and across reloads: new threads per reload left ~20 MiB behind
 /// each time, without bound. A
 /// check asked for when its lane is full is refused at once ([`Busy`]) and
@@ -334,7 +334,7 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// An authenticator for these clients, on the process's hashing threads
-    /// ([`Hashers::shared`]). It hashes nothing and draws no randomness.
+    /// (`Hashers::shared`). It hashes nothing and draws no randomness.
     ///
     /// # Errors
     /// When the hashing threads could not be started.

@@ -32,7 +32,7 @@
 //! and Secrets Manager may delete them: nothing reads them.
 //!
 //! The store's clock is Secrets Manager's: every answer carries a `Date`
-//! header, which [`ClockProbe`] records with the call's timing; a load
+//! header, which `ClockProbe` records with the call's timing; a load
 //! reports the last one (`Snapshot::store_stamp`).
 //!
 //! Every call has a connect timeout, a per-attempt timeout and an overall

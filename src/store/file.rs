@@ -9,7 +9,7 @@
 //!
 //! Against another local user: the directory and the document must not be
 //! writable by group or others, nor belong to another non-root user
-//! ([`FileStore::check_ownership`]), or the store refuses to read or write;
+//! (`FileStore::check_ownership`), or the store refuses to read or write;
 //! the lock, temporary and backup files are opened without following symbolic
 //! links, the temporary file under an unpredictable name with exclusive
 //! creation. Run as root (`sudo jwkd rotate` beside the service), every file
@@ -17,7 +17,7 @@
 //! the directory's owner), so the service can still read it.
 //!
 //! The store's clock is the file system's: each load also writes the lock file
-//! and reads back the modification time it got ([`FileStore::probe_clock`]). On a
+//! and reads back the modification time it got (`FileStore::probe_clock`). On a
 //! local disk that is this host's own clock; on a file system shared between
 //! hosts it is the server's, which is what replicas must agree with.
 
