@@ -350,7 +350,10 @@ async fn decide_now(
         attempt += 1;
         let written = clock.now();
         let age = (written - now).to_std().unwrap_or_default();
-        let short = short_of_lead(&decision, &snapshot.keyset, written, planner.lead());
+        let short = decision
+            .keyset
+            .as_ref()
+            .and_then(|after| short_of_lead(after, &snapshot.keyset, written, planner.lead()));
         let made_keys = pool.keys.len() > made_before;
         if short.is_none() && !made_keys && age <= MAX_DECISION_AGE {
             return Ok(decision);
@@ -375,20 +378,47 @@ async fn decide_now(
     }
 }
 
-/// The first key `decision` adds to `before` that would be published for less
+/// The first key `after` adds to `before` that would be published for less
 /// than `lead` before it signs if written at `written`; keys that sign at once
 /// (a family's first key) are not held to the lead.
-fn short_of_lead<'d>(
-    decision: &'d Decision,
+fn short_of_lead<'k>(
+    after: &'k Keyset,
     before: &Keyset,
     written: chrono::DateTime<chrono::Utc>,
     lead: chrono::Duration,
-) -> Option<&'d crate::keyset::KeyRecord> {
-    decision.keyset.as_ref()?.keys.iter().find(|key| {
+) -> Option<&'k crate::keyset::KeyRecord> {
+    after.keys.iter().find(|key| {
         before.get(&key.kid).is_none()
             && key.activates_at > key.created_at
             && key.activates_at - written < lead
     })
+}
+
+/// Says so when a key just stored will sign less than `lead` after the store
+/// answered: replicas can only read a key once its write is done, so a store
+/// that took long to write (up to its timeouts) took that much of the key's
+/// lead. The decision checked the lead before the write ([`decide_now`]); what
+/// the write itself takes cannot be known before, and the key is stored by
+/// then, so this is for the operator: verifiers may refuse the key's first
+/// tokens for up to the shortfall.
+fn warn_if_the_write_ate_the_lead(
+    before: &Keyset,
+    after: &Keyset,
+    clock: &dyn Clock,
+    lead: chrono::Duration,
+) {
+    let stored = clock.now();
+    if let Some(short) = short_of_lead(after, before, stored, lead) {
+        tracing::warn!(
+            kid = %short.kid,
+            activates_at = %short.activates_at,
+            stored_at = %stored,
+            "a key was stored {}ms short of its lead of {}s: the store took that long to \
+             write it; verifiers that cached the key set before it may refuse its first tokens",
+            (lead - (short.activates_at - stored)).num_milliseconds(),
+            lead.num_seconds()
+        );
+    }
 }
 
 async fn update(
@@ -423,6 +453,7 @@ async fn update(
             .await
         {
             Ok(version) => {
+                warn_if_the_write_ate_the_lead(&snapshot.keyset, &keyset, clock, planner.lead());
                 pool.released = crate::custody::released(&snapshot.keyset, &keyset);
                 return Ok((
                     Snapshot {
@@ -469,6 +500,109 @@ mod stale_tests {
             *now += self.step;
             *now
         }
+    }
+
+    /// A store whose writes take `takes` on `clock`.
+    struct SlowWrites {
+        inner: MemoryStore,
+        clock: std::sync::Arc<crate::clock::ManualClock>,
+        takes: std::time::Duration,
+    }
+
+    #[async_trait::async_trait]
+    impl KeyStore for SlowWrites {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        async fn load(&self) -> Result<Snapshot, StoreError> {
+            self.inner.load().await
+        }
+        async fn compare_and_swap(
+            &self,
+            base: Option<&crate::store::Version>,
+            keyset: &Keyset,
+        ) -> Result<crate::store::Version, StoreError> {
+            self.clock.advance(self.takes);
+            self.inner.compare_and_swap(base, keyset).await
+        }
+        async fn load_raw(&self) -> Result<Option<crate::store::RawDocument>, StoreError> {
+            self.inner.load_raw().await
+        }
+        async fn back_up(
+            &self,
+            document: &crate::store::RawDocument,
+            at: DateTime<Utc>,
+        ) -> Result<String, StoreError> {
+            self.inner.back_up(document, at).await
+        }
+    }
+
+    /// What the first write of a keyset logs when the store takes `takes` to
+    /// write it: the next key signs at 12:00:10, 10 s after the decision, with
+    /// a lead of 3 s.
+    async fn first_write_logs(takes: std::time::Duration) -> String {
+        let planner = Planner::from_parts(
+            vec![Algorithm::Es256],
+            "*/10 * * * * *".parse().unwrap(),
+            Policy {
+                lead: Duration::seconds(3),
+                retention: Duration::seconds(5),
+                skew: Duration::zero(),
+                lag: Duration::seconds(1),
+            },
+            false,
+        );
+        let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
+        ));
+        let store = SlowWrites {
+            inner: MemoryStore::default(),
+            clock: std::sync::Arc::clone(&clock),
+            takes,
+        };
+        let logs = crate::logging::LogBuffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let (stored, _) = update_store(
+            &store,
+            &planner,
+            &Custodian::Local,
+            clock.as_ref(),
+            &Operation::Maintain,
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(
+            stored
+                .keyset
+                .keys
+                .iter()
+                .any(|key| key.activates_at
+                    == Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 10).unwrap()),
+            "{:?}",
+            stored.keyset.keys
+        );
+        logs.text()
+    }
+
+    /// A write that takes 8 s leaves the next key 2 s of its 3 s lead: it is
+    /// stored (nothing can take the write back), and the operator is told
+    /// which key and by how much. A write that takes 5 s leaves it 5 s: no word.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_store_that_takes_the_lead_to_write_is_reported() {
+        let slow = first_write_logs(std::time::Duration::from_secs(8)).await;
+        assert!(
+            slow.contains("a key was stored 1000ms short of its lead of 3s")
+                && slow.contains("activates_at=2026-11-30 12:00:10 UTC"),
+            "{slow}"
+        );
+        let quick = first_write_logs(std::time::Duration::from_secs(5)).await;
+        assert!(!quick.contains("short of its lead"), "{quick}");
     }
 
     /// A decision that takes 0.6 s (well under the 1 s age bound) right
