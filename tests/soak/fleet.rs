@@ -91,6 +91,24 @@ pub struct Node {
     addr: Option<SocketAddr>,
     /// Peak RSS over the incarnations that ended.
     pub peak_rss_kib: u64,
+    /// Warnings of keys stored short of their lead, in incarnations that ended.
+    short_leads_before: usize,
+}
+
+/// The daemon's warnings that a key was stored with less than its lead: a
+/// decision that kept taking too long, or a store that took long to write.
+const SHORT_LEAD_WARNINGS: [&str; 2] =
+    ["short of its lead", "writing a key with less than its lead"];
+
+fn short_leads_in(output: &str) -> usize {
+    output
+        .lines()
+        .filter(|line| {
+            SHORT_LEAD_WARNINGS
+                .iter()
+                .any(|warning| line.contains(warning))
+        })
+        .count()
 }
 
 impl Node {
@@ -104,6 +122,7 @@ impl Node {
             daemon: None,
             addr: None,
             peak_rss_kib: 0,
+            short_leads_before: 0,
         };
         node.start();
         node
@@ -158,6 +177,7 @@ impl Node {
             return None;
         }
         let output = daemon.stderr_text();
+        self.short_leads_before += short_leads_in(&output);
         self.daemon = None;
         self.addr = None;
         Some(output)
@@ -182,12 +202,42 @@ impl Node {
         }
     }
 
+    /// How many times its daemons warned that a key was stored short of its
+    /// lead, over every incarnation.
+    pub fn short_leads(&self) -> usize {
+        self.short_leads_before
+            + self
+                .daemon
+                .as_ref()
+                .map_or(0, |daemon| short_leads_in(&daemon.stderr_text()))
+    }
+
     /// SIGKILL; the node is down until [`Node::start`].
     pub fn kill9(&mut self) {
         self.note_rss();
         if let Some(mut daemon) = self.daemon.take() {
             daemon.kill9();
+            self.short_leads_before += short_leads_in(&daemon.stderr_text());
         }
         self.addr = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_leads_in;
+
+    /// Both warnings as the daemon prints them (`operation::update` and
+    /// `operation::decide_now`), among other lines.
+    #[test]
+    fn both_short_lead_warnings_are_counted() {
+        let output = "\
+<6>jwkd::rotator: rotated kid=a
+<4>jwkd::operation: a key was stored 1000ms short of its lead of 3s: the store took that long to write it; verifiers that cached the key set before it may refuse its first tokens kid=b
+<4>jwkd::operation: writing a key with less than its lead: 3 decisions in a row took too long kid=c
+<4>jwkd::operation: the decision is stale; deciding again
+";
+        assert_eq!(short_leads_in(output), 2);
+        assert_eq!(short_leads_in(""), 0);
     }
 }

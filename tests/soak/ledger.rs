@@ -59,6 +59,8 @@ pub struct Ledger {
     /// enabled but not stored (a kill mid-pass; the hourly sweep's).
     pub kms: Option<(usize, usize, usize, usize)>,
     pub peak_rss_kib: BTreeMap<String, u64>,
+    /// The daemons' warnings that a key was stored short of its lead.
+    pub short_leads: usize,
     /// For the story of a rejection: each fault's span (unix ms), where and
     /// when each kid was first seen (unix ms), each kid's stored times.
     pub fault_log: Vec<(i64, i64, String)>,
@@ -361,6 +363,12 @@ impl Ledger {
         row(
             "longest rotation to every replica serving it",
             format!("{} ms", self.longest_propagation.as_millis()),
+            false,
+            true,
+        );
+        row(
+            "keys stored short of their lead (warnings logged)",
+            self.short_leads.to_string(),
             false,
             true,
         );

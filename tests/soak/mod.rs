@@ -951,7 +951,9 @@ fn a_soak_with_faults_rejects_no_valid_token_accepts_no_bad_one_and_loses_no_key
         let mut node = node.lock().unwrap();
         node.note_rss();
         let (name, peak) = (node.name.clone(), node.peak_rss_kib);
-        soak.ledger.lock().unwrap().peak_rss_kib.insert(name, peak);
+        let mut ledger = soak.ledger.lock().unwrap();
+        ledger.short_leads += node.short_leads();
+        ledger.peak_rss_kib.insert(name, peak);
     }
     let names: Vec<&str> = soak.issuers.iter().map(|spec| spec.iss.as_str()).collect();
     let ledger = soak.ledger.lock().unwrap();
