@@ -502,41 +502,6 @@ mod stale_tests {
         }
     }
 
-    /// A store whose writes take `takes` on `clock`.
-    struct SlowWrites {
-        inner: MemoryStore,
-        clock: std::sync::Arc<crate::clock::ManualClock>,
-        takes: std::time::Duration,
-    }
-
-    #[async_trait::async_trait]
-    impl KeyStore for SlowWrites {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        async fn load(&self) -> Result<Snapshot, StoreError> {
-            self.inner.load().await
-        }
-        async fn compare_and_swap(
-            &self,
-            base: Option<&crate::store::Version>,
-            keyset: &Keyset,
-        ) -> Result<crate::store::Version, StoreError> {
-            self.clock.advance(self.takes);
-            self.inner.compare_and_swap(base, keyset).await
-        }
-        async fn load_raw(&self) -> Result<Option<crate::store::RawDocument>, StoreError> {
-            self.inner.load_raw().await
-        }
-        async fn back_up(
-            &self,
-            document: &crate::store::RawDocument,
-            at: DateTime<Utc>,
-        ) -> Result<String, StoreError> {
-            self.inner.back_up(document, at).await
-        }
-    }
-
     /// What the first write of a keyset logs when the store takes `takes` to
     /// write it: the next key signs at 12:00:10, 10 s after the decision, with
     /// a lead of 3 s.
@@ -555,11 +520,8 @@ mod stale_tests {
         let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
         ));
-        let store = SlowWrites {
-            inner: MemoryStore::default(),
-            clock: std::sync::Arc::clone(&clock),
-            takes,
-        };
+        let store = MemoryStore::default();
+        *store.write_takes.lock().unwrap() = Some((std::sync::Arc::clone(&clock), takes));
         let logs = crate::logging::LogBuffer::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(logs.clone())

@@ -21,6 +21,14 @@ pub struct MemoryStore {
     pub store_stamp: Mutex<Option<StoreStamp>>,
     /// Documents kept by [`KeyStore::back_up`].
     pub backups: Mutex<Vec<Vec<u8>>>,
+    /// When set, each write first moves this clock on by this much: a store
+    /// that is slow to write, on a manual clock.
+    pub write_takes: Mutex<
+        Option<(
+            std::sync::Arc<crate::clock::ManualClock>,
+            std::time::Duration,
+        )>,
+    >,
 }
 
 impl MemoryStore {
@@ -72,6 +80,9 @@ impl KeyStore for MemoryStore {
         keyset: &Keyset,
     ) -> Result<Version, StoreError> {
         self.check_available()?;
+        if let Some((clock, takes)) = &*self.write_takes.lock().expect("memory store lock") {
+            clock.advance(*takes);
+        }
         if self.fail_writes.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable {
                 location: self.location(),
