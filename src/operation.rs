@@ -359,14 +359,9 @@ async fn decide_now(
             return Ok(decision);
         }
         if attempt > MAX_STALE_DECISIONS {
-            if let Some(short) = short {
-                tracing::warn!(
-                    kid = %short.kid,
-                    activates_at = %short.activates_at,
-                    "writing a key with less than its lead: {MAX_STALE_DECISIONS} decisions \
-                     in a row took too long"
-                );
-            }
+            // Written anyway; a key short of its lead is reported once it is
+            // stored, with the shortfall the write left it
+            // (`warn_if_short_of_the_lead`).
             return Ok(decision);
         }
         tracing::debug!(
@@ -396,12 +391,13 @@ fn short_of_lead<'k>(
 
 /// Says so when a key just stored will sign less than `lead` after the store
 /// answered: replicas can only read a key once its write is done, so a store
-/// that took long to write (up to its timeouts) took that much of the key's
-/// lead. The decision checked the lead before the write ([`decide_now`]); what
-/// the write itself takes cannot be known before, and the key is stored by
-/// then, so this is for the operator: verifiers may refuse the key's first
-/// tokens for up to the shortfall.
-fn warn_if_the_write_ate_the_lead(
+/// that took long to write (up to its timeouts), or decisions that kept taking
+/// too long ([`MAX_STALE_DECISIONS`]), took that much of the key's lead. The
+/// decision checked the lead before the write ([`decide_now`]); what the write
+/// itself takes cannot be known before, and the key is stored by then, so this
+/// is for the operator: verifiers may refuse the key's first tokens for up to
+/// the shortfall.
+fn warn_if_short_of_the_lead(
     before: &Keyset,
     after: &Keyset,
     clock: &dyn Clock,
@@ -413,8 +409,8 @@ fn warn_if_the_write_ate_the_lead(
             kid = %short.kid,
             activates_at = %short.activates_at,
             stored_at = %stored,
-            "a key was stored {}ms short of its lead of {}s: the store took that long to \
-             write it; verifiers that cached the key set before it may refuse its first tokens",
+            "a key was stored {}ms short of its lead of {}s: deciding and writing it took \
+             that long; verifiers that cached the key set before it may refuse its first tokens",
             (lead - (short.activates_at - stored)).num_milliseconds(),
             lead.num_seconds()
         );
@@ -453,7 +449,7 @@ async fn update(
             .await
         {
             Ok(version) => {
-                warn_if_the_write_ate_the_lead(&snapshot.keyset, &keyset, clock, planner.lead());
+                warn_if_short_of_the_lead(&snapshot.keyset, &keyset, clock, planner.lead());
                 pool.released = crate::custody::released(&snapshot.keyset, &keyset);
                 return Ok((
                     Snapshot {
@@ -502,21 +498,26 @@ mod stale_tests {
         }
     }
 
-    /// What the first write of a keyset logs when the store takes `takes` to
-    /// write it: the next key signs at 12:00:10, 10 s after the decision, with
-    /// a lead of 3 s.
-    async fn first_write_logs(takes: std::time::Duration) -> String {
-        let planner = Planner::from_parts(
+    /// ES256, rotating every 10 s with this lead.
+    fn planner(lead: Duration) -> Planner {
+        Planner::from_parts(
             vec![Algorithm::Es256],
             "*/10 * * * * *".parse().unwrap(),
             Policy {
-                lead: Duration::seconds(3),
+                lead,
                 retention: Duration::seconds(5),
                 skew: Duration::zero(),
                 lag: Duration::seconds(1),
             },
             false,
-        );
+        )
+    }
+
+    /// What the first write of a keyset logs when the store takes `takes` to
+    /// write it: the next key signs at 12:00:10, 10 s after the decision, with
+    /// a lead of 3 s.
+    async fn first_write_logs(takes: std::time::Duration) -> String {
+        let planner = planner(Duration::seconds(3));
         let clock = std::sync::Arc::new(crate::clock::ManualClock::new(
             Utc.with_ymd_and_hms(2026, 11, 30, 12, 0, 0).unwrap(),
         ));
@@ -574,17 +575,7 @@ mod stale_tests {
     #[tokio::test]
     async fn a_key_that_would_be_short_of_its_lead_when_written_is_decided_again() {
         let lead = Duration::seconds(3);
-        let planner = Planner::from_parts(
-            vec![Algorithm::Es256],
-            "*/10 * * * * *".parse().unwrap(),
-            Policy {
-                lead,
-                retention: Duration::seconds(5),
-                skew: Duration::zero(),
-                lag: Duration::seconds(1),
-            },
-            false,
-        );
+        let planner = planner(lead);
         let store = MemoryStore::default();
         let step = Duration::milliseconds(600);
         let clock = SlowClock {
